@@ -1,0 +1,265 @@
+/**
+ * Agents: named workers of a town. An {@link Agent} is a cheap handle (an id and a town);
+ * create as many as you like, for agents running here or anywhere else.
+ *
+ * @module
+ */
+import type { Message, SendOptions } from './message.js';
+import type { CliDefinition } from './runner/cli.js';
+import type { ProcessRunner } from './runner/process-runner.js';
+import type { Task, TaskInput, TaskRecord } from './task.js';
+import type { Town } from './town.js';
+import type { WaitOptions } from './wait.js';
+
+/** Agent states, as the Rust Tinytown names them. `cold`: registered, no worker started yet. */
+export type AgentState = 'cold' | 'starting' | 'idle' | 'working' | 'paused' | 'draining' | 'stopped' | 'error';
+
+/** A stored agent, as read back from Redis. */
+export interface AgentInfo {
+  id: string;
+  name: string;
+  /** The first four characters of the id, accepted wherever an agent reference is. */
+  shortId: string;
+  type: 'worker' | 'supervisor';
+  state: AgentState;
+  /** Preset or custom CLI name, or `in-process` for `run` handlers. */
+  cli: string;
+  nickname?: string;
+  role?: string;
+  tags: string[];
+  /** The running task's id. */
+  currentTask?: string;
+  createdAt: Date;
+  lastHeartbeat: Date;
+  lastActiveAt: Date;
+  tasksCompleted: number;
+  tasksFailed: number;
+  roundsCompleted: number;
+  claimBacklog: boolean;
+  /** The live worker instance serving the agent, if any. */
+  workerId?: string;
+  /** Why the agent is in `error`. */
+  error?: string;
+  parentAgentId?: string;
+}
+
+/** What an in-process handler receives next to the task. */
+export interface TaskContext {
+  /** Aborted when the task is cancelled, times out, or the worker must stop. */
+  signal: AbortSignal;
+  agent: Agent;
+  town: Town;
+  /** Informational messages and acks that arrived for the agent since its last task. */
+  messages: Message[];
+  /** Appends a line to the task's log file (`.tt/logs/<agent>/<task-id>.log`). */
+  log: (line: string) => void;
+  /** 1 for the first run, 2 for the first retry, … */
+  attempt: number;
+}
+
+/**
+ * Runs one task in-process; its resolved value (a string, or anything JSON can encode) becomes
+ * the task's result, a rejection its error.
+ */
+export type TaskHandler = (task: TaskRecord, context: TaskContext) => unknown;
+
+/** How an agent does its work: a CLI (preset name, custom name or inline definition) or a handler. */
+export interface AgentWorkOptions {
+  /** A preset (`claude`, `codex`, …), a name from `tinytown.json` `clis`, or an inline definition. */
+  cli?: string | CliDefinition;
+  /** An in-process handler instead of a CLI. */
+  run?: TaskHandler;
+  /** Where CLI processes start (default: child processes on this machine). */
+  runner?: ProcessRunner;
+  /** Prepended to every prompt. */
+  instructions?: string;
+  /** Working directory of the CLI (default: the town's root). */
+  cwd?: string;
+  /** Extra environment for the CLI. */
+  env?: Record<string, string>;
+  /** Per-task time limit when the task sets none. */
+  timeoutMs?: number;
+  /** This worker's lease (default: the town's `leaseMs`). */
+  leaseMs?: number;
+}
+
+/** Options of `town.spawnAgent`. */
+export interface AgentOptions extends AgentWorkOptions {
+  role?: string;
+  nickname?: string;
+  /** Matched against backlog task tags by `claimBacklog`. */
+  tags?: string[];
+  /** Start a worker in this process (default `true`); `false` leaves the agent `cold`. */
+  start?: boolean;
+  /** Idle agents take matching backlog tasks by themselves. */
+  claimBacklog?: boolean;
+}
+
+/** Options of `agent.stop()`. */
+export interface StopOptions {
+  /** Kill the running process now and hand its task back to the queue. */
+  force?: boolean;
+}
+
+/**
+ * A handle on one agent. Methods read or write Redis; the handle holds no state of its own.
+ *
+ * @example
+ * ```ts
+ * const backend = await town.spawnAgent('backend', { cli: 'codex', role: 'worker' });
+ * const task = await backend.assign('Implement auth endpoints');
+ * await backend.waitForIdle({ timeoutMs: 30 * 60_000 });
+ * console.log((await town.task(task.id)).result);
+ * ```
+ */
+export class Agent {
+  /** @internal */
+  constructor(
+    /** The town this agent lives in. */
+    readonly town: Town,
+    /** Agent id (a UUID). */
+    readonly id: string,
+    /** Agent name. */
+    readonly name: string,
+  ) {}
+
+  /**
+   * Reads the agent's record.
+   * @example
+   * ```ts
+   * const { state, tasksCompleted } = await agent.info();
+   * ```
+   */
+  info(): Promise<AgentInfo> {
+    return this.town.agentInfo(this.id);
+  }
+
+  /**
+   * Queues a task for this agent: the task record and its inbox entry are written in one step.
+   * @example
+   * ```ts
+   * await agent.assign('Fix the login bug');
+   * await agent.assign({ description: 'Ship it', priority: 'urgent', timeoutMs: 600_000 });
+   * ```
+   */
+  assign(input: string | TaskInput | Task): Promise<TaskRecord> {
+    return this.town.assignTo(this.id, input);
+  }
+
+  /**
+   * Sends a message to this agent (default type `info`, which rides along with its next prompt).
+   * @example
+   * ```ts
+   * await agent.send('The API schema is in docs/api.md');
+   * await agent.send('Which ORM do we use?', { type: 'query', from: 'reviewer' });
+   * ```
+   */
+  send(text: string, options: SendOptions = {}): Promise<string> {
+    return this.town.send(this.id, text, options);
+  }
+
+  /**
+   * Messages waiting in the agent's inbox, in delivery order.
+   * @example
+   * ```ts
+   * for (const m of await agent.inbox()) console.log(m.type, m.text);
+   * ```
+   */
+  inbox(): Promise<Message[]> {
+    return this.town.inboxOf(this.id);
+  }
+
+  /**
+   * No new work starts until `resume()`; a running task finishes.
+   * @example
+   * ```ts
+   * await agent.pause();
+   * ```
+   */
+  async pause(): Promise<void> {
+    await this.town.controlAgent(this.id, 'pause');
+  }
+
+  /**
+   * Undoes `pause()`.
+   * @example
+   * ```ts
+   * await agent.resume();
+   * ```
+   */
+  async resume(): Promise<void> {
+    await this.town.controlAgent(this.id, 'resume');
+  }
+
+  /**
+   * Finishes the current and queued work, then stops.
+   * @example
+   * ```ts
+   * await agent.drain();
+   * await agent.waitForIdle();
+   * ```
+   */
+  async drain(): Promise<void> {
+    await this.town.controlAgent(this.id, 'drain');
+  }
+
+  /**
+   * Stops the agent's worker, wherever it runs. The running task finishes first; with `force`
+   * its process is killed and the task goes back to the head of the queue.
+   * @example
+   * ```ts
+   * await agent.stop({ force: true });
+   * ```
+   */
+  async stop(options: StopOptions = {}): Promise<void> {
+    await this.town.controlAgent(this.id, 'stop', options.force === true);
+  }
+
+  /**
+   * Stops the agent's worker in this process (if any) and starts a fresh one here.
+   * @example
+   * ```ts
+   * await agent.restart();
+   * ```
+   */
+  async restart(): Promise<void> {
+    await this.town.restartAgent(this.id);
+  }
+
+  /**
+   * Removes the agent. Its queued work goes to the backlog, never silently dropped.
+   * @example
+   * ```ts
+   * await agent.remove();
+   * console.log(await town.backlog.list());
+   * ```
+   */
+  async remove(): Promise<void> {
+    await this.town.removeAgent(this.id);
+  }
+
+  /**
+   * Resolves when the agent is idle: nothing running, nothing queued. Rejects if it is in `error`.
+   * @example
+   * ```ts
+   * await agent.waitForIdle({ timeoutMs: 60_000 });
+   * ```
+   */
+  waitForIdle(options?: WaitOptions): Promise<void> {
+    return this.town.waitForAgentIdle(this.id, this.name, options);
+  }
+}
+
+/**
+ * Resolves when every given agent is idle (see {@link Agent.waitForIdle}).
+ *
+ * @example
+ * ```ts
+ * import { waitForIdle } from 'tinytown';
+ * await waitForIdle([backend, frontend], { timeoutMs: 30 * 60_000 });
+ * ```
+ */
+export async function waitForIdle(agents: Agent | readonly Agent[], options?: WaitOptions): Promise<void> {
+  const list = Array.isArray(agents) ? (agents as readonly Agent[]) : [agents as Agent];
+  await Promise.all(list.map((agent) => agent.waitForIdle(options)));
+}

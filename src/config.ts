@@ -1,0 +1,183 @@
+/**
+ * `tinytown.json` and the options of `Town.connect`, validated with zod.
+ *
+ * @module
+ */
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
+import { z } from 'zod';
+import { ConfigInvalidError, ConfigNotFoundError, InvalidNameError, ReservedNameError } from './errors.js';
+import type { CliDefinition } from './runner/cli.js';
+import type { RedisInput } from './store/connection.js';
+import type { KeyLayout } from './store/keys.js';
+import { formatIssues } from './task.js';
+
+/** Names of towns and agents: they appear in Redis keys, logs and folder names. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Agent names the Rust Tinytown reserves for the orchestrator. */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set(['supervisor', 'conductor']);
+
+/** The config file's name. */
+export const CONFIG_FILE = 'tinytown.json';
+
+/** Options of `Town.connect`. Every one is optional. */
+export interface TownOptions {
+  /** Town name; overrides `tinytown.json`. */
+  name?: string;
+  /** `false`: a missing `tinytown.json` is an error instead of being created. Default `true`. */
+  create?: boolean;
+  /**
+   * Redis to use: a `redis://`, `rediss://` or `unix://` URL, ioredis options, or an ioredis
+   * client (which stays yours to close). Default: `REDIS_URL`, then `tinytown.json` `redis.url`,
+   * then a managed local redis-server in `<dir>/.tt/`.
+   */
+  redis?: RedisInput;
+  /** Key layout; `'tinytown'` is readable by the Rust `tt` CLI. Default `'cluster'`. */
+  keyLayout?: KeyLayout;
+  /** Worker lease: how long a silent worker keeps its claimed work. Default 15 000 ms. */
+  leaseMs?: number;
+  /** Bound on connecting and checking the server. Default 10 000 ms. */
+  connectTimeoutMs?: number;
+  /** How long finished tasks are kept. Default 7 days. */
+  retentionMs?: number;
+  /** Largest task description or message, in bytes. Default 1 MiB. */
+  maxDescriptionBytes?: number;
+  /** Approximate cap of the event stream. Default 10 000 entries. */
+  eventsMaxLen?: number;
+  /** Managed Redis only: `'strict'` fsyncs the AOF on every write. Default `'default'` (every second). */
+  durability?: 'default' | 'strict';
+  /** How long `close()` lets running tasks finish before handing them back. Default 10 000 ms. */
+  closeGraceMs?: number;
+}
+
+const name = z.string().regex(NAME_PATTERN, 'must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$');
+
+const cliDefinitionSchema = z.strictObject({
+  command: z.string().min(1),
+  args: z.array(z.string()).optional(),
+  prompt: z.enum(['stdin', 'arg', 'file']).optional(),
+  output: z.literal('text').optional(),
+});
+
+/** Schema of `tinytown.json`. Unknown keys are refused so typos surface. */
+export const configFileSchema = z.strictObject({
+  $schema: z.string().optional(),
+  name,
+  keyLayout: z.enum(['cluster', 'tinytown']).optional(),
+  redis: z.strictObject({ url: z.string().min(1).optional() }).optional(),
+  leaseMs: z.number().int().min(100).optional(),
+  retentionMs: z.number().int().min(1000).optional(),
+  maxDescriptionBytes: z.number().int().positive().optional(),
+  clis: z.record(name, cliDefinitionSchema).optional(),
+});
+
+/** The contents of `tinytown.json`. */
+export interface TownConfig {
+  name: string;
+  keyLayout?: KeyLayout;
+  redis?: { url?: string };
+  leaseMs?: number;
+  retentionMs?: number;
+  maxDescriptionBytes?: number;
+  /** Custom CLI definitions, usable by name like presets. */
+  clis?: Record<string, CliDefinition>;
+}
+
+const optionsSchema = z.strictObject({
+  name: name.optional(),
+  create: z.boolean().optional(),
+  redis: z.unknown().optional(),
+  keyLayout: z.enum(['cluster', 'tinytown']).optional(),
+  leaseMs: z.number().int().min(100).optional(),
+  connectTimeoutMs: z.number().int().positive().optional(),
+  retentionMs: z.number().int().min(1000).optional(),
+  maxDescriptionBytes: z.number().int().positive().optional(),
+  eventsMaxLen: z.number().int().min(100).optional(),
+  durability: z.enum(['default', 'strict']).optional(),
+  closeGraceMs: z.number().int().min(0).optional(),
+});
+
+/** Checks `Town.connect` options, naming every problem at once. */
+export function parseTownOptions(options: TownOptions): TownOptions {
+  const parsed = optionsSchema.safeParse(options);
+  if (!parsed.success) throw new ConfigInvalidError(`Invalid Town.connect options: ${formatIssues(parsed.error)}`);
+  return options;
+}
+
+/** Throws unless `value` is a valid agent name. */
+export function checkAgentName(value: unknown): string {
+  if (typeof value !== 'string' || !NAME_PATTERN.test(value)) {
+    throw new InvalidNameError(
+      `Invalid agent name ${JSON.stringify(value)}: use 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit.`,
+    );
+  }
+  if (RESERVED_NAMES.has(value.toLowerCase())) {
+    throw new ReservedNameError(`"${value}" is reserved for the orchestrator; pick another agent name.`);
+  }
+  return value;
+}
+
+/**
+ * Loads `<dir>/tinytown.json`, creating it (name from the git repository and branch, else the
+ * folder) unless `create` is false.
+ */
+export async function loadConfig(dir: string, options: TownOptions): Promise<TownConfig> {
+  const file = join(dir, CONFIG_FILE);
+  let text: string | undefined;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new ConfigInvalidError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (text === undefined) {
+    if (options.create === false) {
+      throw new ConfigNotFoundError(`No ${CONFIG_FILE} in ${dir}. Create one, or call Town.connect without create: false.`);
+    }
+    const config: TownConfig = {
+      name: options.name ?? (await deriveTownName(dir)),
+      ...(options.keyLayout && { keyLayout: options.keyLayout }),
+    };
+    await writeFile(file, `${JSON.stringify(config, null, 2)}\n`, { flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw new ConfigInvalidError(`Cannot create ${file}: ${err.message}`, { cause: err });
+    });
+    return loadConfig(dir, { ...options, create: false });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigInvalidError(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  const parsed = configFileSchema.safeParse(json);
+  if (!parsed.success) throw new ConfigInvalidError(`${file} is invalid: ${formatIssues(parsed.error)}`, { cause: parsed.error });
+  const { $schema: _, ...config } = parsed.data;
+  return config;
+}
+
+const run = promisify(execFile);
+
+async function git(dir: string, args: string[]): Promise<string | undefined> {
+  try {
+    const { stdout } = await run('git', args, { cwd: dir, timeout: 5_000 });
+    return stdout.trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `<repo>-<branch>` inside a git work tree, else the folder name; always a valid name. */
+export async function deriveTownName(dir: string): Promise<string> {
+  const top = await git(dir, ['rev-parse', '--show-toplevel']);
+  const branch = top ? await git(dir, ['rev-parse', '--abbrev-ref', 'HEAD']) : undefined;
+  const raw = top ? (branch && branch !== 'HEAD' ? `${basename(top)}-${branch}` : basename(top)) : basename(dir);
+  const cleaned = raw
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 64);
+  return cleaned || 'town';
+}

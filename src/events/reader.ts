@@ -1,0 +1,134 @@
+/**
+ * The one stream reader of a town handle. It blocks on `XREAD` on its own connection and fans
+ * events out to in-process listeners (waits, workers, `town.on`). It remembers the last id it
+ * delivered, so after a reconnect it continues from there and no wake-up is lost.
+ *
+ * @module
+ */
+import type { Redis } from 'ioredis';
+import type { Connections } from '../store/connection.js';
+import { parseEvent, type TownEvent } from './types.js';
+
+/** How long one XREAD blocks; the watchdog allows this plus a grace period. */
+const BLOCK_MS = 5_000;
+const WATCHDOG_GRACE_MS = 3_000;
+
+type Listener = (event: TownEvent) => void;
+
+export class EventReader {
+  private readonly listeners = new Set<Listener>();
+  private position: string | undefined;
+  private starting: Promise<string> | undefined;
+  private conn: Redis | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly connections: Connections,
+    private readonly streamKey: string,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /**
+   * Starts the loop if needed and resolves with the id of the last event already delivered.
+   * Anything appended after that id reaches listeners registered from now on: subscribe, then
+   * read state, and no change in between is missed.
+   */
+  ensureStarted(): Promise<string> {
+    this.starting ??= this.start();
+    return this.starting;
+  }
+
+  /** Registers a listener synchronously; returns its removal. */
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The id of the last event delivered (after `ensureStarted`). */
+  get lastId(): string | undefined {
+    return this.position;
+  }
+
+  /** Stops the loop and closes its connection. */
+  stop(): void {
+    this.stopped = true;
+    this.listeners.clear();
+    if (this.conn) this.connections.dropBlocking(this.conn);
+  }
+
+  private async start(): Promise<string> {
+    const last = await this.connections.command.xrevrange(this.streamKey, '+', '-', 'COUNT', 1);
+    this.position = last[0]?.[0] ?? '0-0';
+    this.conn = await this.connections.openBlocking('events');
+    void this.loop(this.conn);
+    return this.position;
+  }
+
+  private async loop(conn: Redis): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const reply = await withWatchdog(
+          conn,
+          conn.xread('COUNT', 1000, 'BLOCK', BLOCK_MS, 'STREAMS', this.streamKey, this.position ?? '$'),
+          BLOCK_MS + WATCHDOG_GRACE_MS,
+        );
+        for (const [, entries] of reply ?? []) for (const [id, fields] of entries) this.deliver(id, fields);
+      } catch (err) {
+        if (this.stopped) return;
+        this.onError(err);
+        await waitForReady(conn);
+      }
+    }
+  }
+
+  private deliver(id: string, fields: string[]): void {
+    this.position = id;
+    const event = parseEvent(id, fields);
+    if (event === undefined) return;
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.onError(err);
+      }
+    }
+  }
+}
+
+/**
+ * Rejects and reconnects when a blocking command outlives its own timeout: a connection that
+ * died without a close (a cut network) would otherwise block the loop forever.
+ */
+export function withWatchdog<T>(conn: Redis, pending: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const watchdog = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`blocking command got no answer within ${ms} ms; reconnecting`));
+      conn.disconnect(true);
+    }, ms);
+  });
+  return Promise.race([pending, watchdog]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Resolves once the connection is ready again (ioredis reconnects by itself), so a loop whose
+ * command failed neither spins nor gives up. Bounded, so the caller re-evaluates regularly.
+ */
+export async function waitForReady(conn: Redis): Promise<void> {
+  if (conn.status === 'end') conn.connect().catch(() => undefined);
+  // a failure on a healthy connection (a server-side error): pause briefly instead of spinning
+  if (conn.status === 'ready') return delay(100);
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      conn.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, 1_000);
+    conn.once('ready', done);
+  });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,125 @@
+/**
+ * Town events: everything that happens in a town is appended to its Redis stream, and every
+ * wait in this library listens to that stream.
+ *
+ * @module
+ */
+
+/** Event types. */
+export type TownEventType =
+  | 'agent.spawned'
+  | 'agent.state'
+  | 'agent.stopped'
+  | 'agent.removed'
+  | 'task.created'
+  | 'task.assigned'
+  | 'task.started'
+  | 'task.completed'
+  | 'task.failed'
+  | 'task.retried'
+  | 'task.reclaimed'
+  | 'task.cancelled'
+  | 'task.rejected'
+  | 'message.sent'
+  | 'message.received'
+  | 'message.discarded'
+  | 'backlog.added'
+  | 'backlog.claimed'
+  | 'backlog.removed';
+
+/** Every known event type, for validation. */
+export const TOWN_EVENT_TYPES: readonly TownEventType[] = [
+  'agent.spawned',
+  'agent.state',
+  'agent.stopped',
+  'agent.removed',
+  'task.created',
+  'task.assigned',
+  'task.started',
+  'task.completed',
+  'task.failed',
+  'task.retried',
+  'task.reclaimed',
+  'task.cancelled',
+  'task.rejected',
+  'message.sent',
+  'message.received',
+  'message.discarded',
+  'backlog.added',
+  'backlog.claimed',
+  'backlog.removed',
+];
+
+/**
+ * One event read from the town's stream.
+ *
+ * `data` holds the event's details, e.g. `oldState`/`newState` for `agent.state`, `attempt`
+ * for `task.started`, `to` (`'agent'` or `'backlog'`) for `task.reclaimed`, `message` (a human
+ * line) for all.
+ */
+export interface TownEvent {
+  /** Stream entry id; pass it as `since` to resume after this event. */
+  id: string;
+  type: TownEventType;
+  at: Date;
+  agentId?: string;
+  taskId?: string;
+  data: Record<string, unknown>;
+}
+
+/** Listener map for `town.on()`: one typed listener per event type, plus `'*'` for all. */
+export type TownEventMap = {
+  [K in TownEventType | '*']: (event: TownEvent) => void;
+};
+
+const SNAKE_TO_CAMEL = /_([a-z])/g;
+const WIRE_TO_TYPE: Record<string, TownEventType> = {
+  agent_state_changed: 'agent.state',
+  ...Object.fromEntries(
+    TOWN_EVENT_TYPES.filter((t) => t !== 'agent.state').map((t) => [t.replace('.', '_'), t]),
+  ),
+};
+
+/**
+ * Parses one stream entry (`event_type`, `data`); `undefined` for entries this version does not
+ * know (written by a newer version or another tool), which readers skip.
+ */
+export function parseEvent(id: string, fields: readonly string[]): TownEvent | undefined {
+  let wire: string | undefined;
+  let json: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === 'event_type') wire = fields[i + 1];
+    else if (fields[i] === 'data') json = fields[i + 1];
+  }
+  let raw: Record<string, unknown> = {};
+  try {
+    const parsed: unknown = json === undefined ? {} : JSON.parse(json);
+    if (typeof parsed === 'object' && parsed !== null) raw = parsed as Record<string, unknown>;
+  } catch {
+    // an unreadable payload still carries its type
+  }
+  const type =
+    (typeof raw.type === 'string' && (TOWN_EVENT_TYPES as readonly string[]).includes(raw.type)
+      ? (raw.type as TownEventType)
+      : undefined) ?? (wire === undefined ? undefined : WIRE_TO_TYPE[wire]);
+  if (type === undefined) return undefined;
+  const { agent_id, task_id, timestamp, type: _type, event_type: _wire, ...rest } = raw;
+  const data: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(rest)) data[k.replace(SNAKE_TO_CAMEL, (_, c: string) => c.toUpperCase())] = v;
+  const ms = Number(id.split('-')[0]);
+  return {
+    id,
+    type,
+    at: typeof timestamp === 'string' && !Number.isNaN(Date.parse(timestamp)) ? new Date(timestamp) : new Date(ms),
+    ...(typeof agent_id === 'string' && { agentId: agent_id }),
+    ...(typeof task_id === 'string' && { taskId: task_id }),
+    data,
+  };
+}
+
+/** Compares stream ids (`<ms>-<seq>`). */
+export function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am - bm || as - bs;
+}

@@ -1,0 +1,171 @@
+/**
+ * Records ⇄ Redis hashes, in the Rust Tinytown's field names and encodings. Everything read
+ * back is validated: a damaged record is a {@link CorruptRecordError} naming its key, never a
+ * crash and never a silently invented default.
+ *
+ * @module
+ */
+import { z } from 'zod';
+import type { AgentInfo } from '../agent.js';
+import { CorruptRecordError } from '../errors.js';
+import { formatIssues, type TaskRecord, type TaskUsage } from '../task.js';
+import { parseIso } from '../time.js';
+
+const timestamp = z.string().transform((value, ctx) => {
+  const date = parseIso(value);
+  if (date === undefined) {
+    ctx.addIssue({ code: 'custom', message: `not an RFC 3339 timestamp: ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return date;
+});
+
+const count = z.string().regex(/^\d+$/, 'not a non-negative integer').transform(Number);
+
+const jsonOf = <T extends z.ZodType>(schema: T) =>
+  z.string().transform((value, ctx): z.output<T> => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not JSON' });
+      return z.NEVER;
+    }
+    const result = schema.safeParse(parsed);
+    if (!result.success) {
+      ctx.addIssue({ code: 'custom', message: formatIssues(result.error) });
+      return z.NEVER;
+    }
+    return result.data;
+  });
+
+const tags = jsonOf(z.array(z.string()));
+
+const usageSchema: z.ZodType<TaskUsage> = z.object({
+  inputTokens: z.number().optional(),
+  outputTokens: z.number().optional(),
+  cacheReadTokens: z.number().optional(),
+  cacheWriteTokens: z.number().optional(),
+  reasoningTokens: z.number().optional(),
+  costUsd: z.number().optional(),
+  model: z.string().optional(),
+});
+
+const taskHash = z.object({
+  id: z.string().min(1),
+  description: z.string(),
+  state: z.enum(['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled']),
+  created_at: timestamp,
+  updated_at: timestamp,
+  tags: tags.optional(),
+  assigned_to: z.string().optional(),
+  started_at: timestamp.optional(),
+  completed_at: timestamp.optional(),
+  result: z.string().optional(),
+  error: z.string().optional(),
+  parent_id: z.string().optional(),
+  attempts: count.optional(),
+  max_attempts: count.optional(),
+  priority: z.enum(['low', 'normal', 'high', 'urgent']).optional(),
+  timeout_ms: count.optional(),
+  usage: jsonOf(usageSchema).optional(),
+});
+
+const agentHash = z.object({
+  id: z.string().min(1),
+  name: z.string().min(1),
+  agent_type: z.enum(['worker', 'supervisor']),
+  state: z.enum(['cold', 'starting', 'idle', 'working', 'paused', 'draining', 'stopped', 'error']),
+  cli: z.string(),
+  created_at: timestamp,
+  last_heartbeat: timestamp,
+  last_active_at: timestamp,
+  tasks_completed: count,
+  rounds_completed: count,
+  current_task: z.string().optional(),
+  nickname: z.string().optional(),
+  role_id: z.string().optional(),
+  parent_agent_id: z.string().optional(),
+  tags: tags.optional(),
+  tasks_failed: count.optional(),
+  worker_id: z.string().optional(),
+  error: z.string().optional(),
+  claim_backlog: z.enum(['0', '1']).optional(),
+});
+
+/** Default attempts when a record predates the field (the Rust CLI does not write it). */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+
+function parseHash<T extends z.ZodType>(schema: T, key: string, fields: Record<string, string>): z.output<T> {
+  const result = schema.safeParse(fields);
+  if (!result.success) {
+    const err = new CorruptRecordError(
+      `Corrupt record at ${key}: ${formatIssues(result.error)}. Fix or delete the key; tinytown will not guess its contents.`,
+      { cause: result.error },
+    );
+    err.key = key;
+    throw err;
+  }
+  return result.data;
+}
+
+/** Converts a task hash (`HGETALL`) into a {@link TaskRecord}. */
+export function decodeTask(key: string, fields: Record<string, string>): TaskRecord {
+  const h = parseHash(taskHash, key, fields);
+  return {
+    id: h.id,
+    description: h.description,
+    state: h.state,
+    ...(h.assigned_to !== undefined && { assignedTo: h.assigned_to }),
+    createdAt: h.created_at,
+    updatedAt: h.updated_at,
+    ...(h.started_at !== undefined && { startedAt: h.started_at }),
+    ...(h.completed_at !== undefined && { completedAt: h.completed_at }),
+    ...(h.result !== undefined && { result: h.result }),
+    ...(h.error !== undefined && { error: h.error }),
+    ...(h.parent_id !== undefined && { parentId: h.parent_id }),
+    tags: h.tags ?? [],
+    attempts: h.attempts ?? 0,
+    maxAttempts: h.max_attempts ?? DEFAULT_MAX_ATTEMPTS,
+    priority: h.priority ?? 'normal',
+    ...(h.timeout_ms !== undefined && { timeoutMs: h.timeout_ms }),
+    ...(h.usage !== undefined && { usage: h.usage }),
+  };
+}
+
+/** Converts an agent hash (`HGETALL`) into an {@link AgentInfo}. */
+export function decodeAgent(key: string, fields: Record<string, string>): AgentInfo {
+  const h = parseHash(agentHash, key, fields);
+  return {
+    id: h.id,
+    name: h.name,
+    shortId: h.id.slice(0, 4),
+    type: h.agent_type,
+    state: h.state,
+    cli: h.cli,
+    ...(h.nickname !== undefined && { nickname: h.nickname }),
+    ...(h.role_id !== undefined && { role: h.role_id }),
+    tags: h.tags ?? [],
+    ...(h.current_task !== undefined && { currentTask: h.current_task }),
+    createdAt: h.created_at,
+    lastHeartbeat: h.last_heartbeat,
+    lastActiveAt: h.last_active_at,
+    tasksCompleted: h.tasks_completed,
+    tasksFailed: h.tasks_failed ?? 0,
+    roundsCompleted: h.rounds_completed,
+    claimBacklog: h.claim_backlog === '1',
+    ...(h.worker_id !== undefined && { workerId: h.worker_id }),
+    ...(h.error !== undefined && { error: h.error }),
+    ...(h.parent_agent_id !== undefined && { parentAgentId: h.parent_agent_id }),
+  };
+}
+
+/** ioredis returns HGETALL as a flat array under RESP3 legacy mapping or an object: accept both. */
+export function toFields(reply: unknown): Record<string, string> {
+  if (Array.isArray(reply)) {
+    const out: Record<string, string> = {};
+    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
+    return out;
+  }
+  return (reply ?? {}) as Record<string, string>;
+}

@@ -1,0 +1,37 @@
+-- assign v1: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- backlog. A task record never exists without its queue entry, nor the reverse.
+-- ARGV[5] task id            ARGV[6] agent id ('' = backlog)   ARGV[7] description
+-- ARGV[8] tags (JSON array)  ARGV[9] priority                  ARGV[10] max attempts
+-- ARGV[11] timeout ms ('' = none)   ARGV[12] parent id ('' = none)
+-- ARGV[13] task_assign message JSON (agent only)   ARGV[14] '1' = head of the inbox
+-- Returns {0} · {E_AGENT_NOT_FOUND}
+local tid, aid, description, tags, priority = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local max_attempts, timeout_ms, parent_id, message, expedite = ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+
+if aid ~= '' and redis.call('HEXISTS', key('agent', aid), 'state') == 0 then return { E_AGENT_NOT_FOUND } end
+
+local tkey = key('task', tid)
+redis.call('HSET', tkey, 'id', tid, 'description', description, 'created_at', NOW, 'updated_at', NOW,
+  'tags', tags, 'priority', priority, 'attempts', 0, 'max_attempts', max_attempts)
+if timeout_ms ~= '' then redis.call('HSET', tkey, 'timeout_ms', timeout_ms) end
+if parent_id ~= '' then redis.call('HSET', tkey, 'parent_id', parent_id) end
+redis.call('ZADD', key('idx:tasks'), NOW_MS, tid)
+
+if aid == '' then
+  set_task_state(tkey, tid, nil, 'pending')
+  redis.call('RPUSH', key('backlog'), tid)
+  emit({ type = 'task.created', task_id = tid, message = 'task created' })
+  emit({ type = 'backlog.added', task_id = tid, message = 'task added to the backlog' })
+  return { 0 }
+end
+
+redis.call('HSET', tkey, 'assigned_to', aid, 'message', message)
+set_task_state(tkey, tid, nil, 'assigned')
+if expedite == '1' then
+  redis.call('LPUSH', key('inbox', aid), message)
+else
+  redis.call('RPUSH', key('inbox', aid), message)
+end
+emit({ type = 'task.created', task_id = tid, agent_id = aid, message = 'task created' })
+emit({ type = 'task.assigned', task_id = tid, agent_id = aid, message = 'task assigned' })
+return { 0 }

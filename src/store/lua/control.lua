@@ -1,0 +1,26 @@
+-- control v1: pause, resume, drain or stop an agent. Written by the server, so a stop or pause
+-- issued during a run is never overwritten by the run's end.
+-- ARGV[5] agent id   ARGV[6] 'pause' | 'resume' | 'drain' | 'stop'   ARGV[7] '1' = force (stop)
+-- Returns {0, new state} · {E_AGENT_NOT_FOUND} · {E_INVALID_TRANSITION, state}
+local aid, action, force = ARGV[5], ARGV[6], ARGV[7]
+local akey = key('agent', aid)
+local state = redis.call('HGET', akey, 'state')
+if not state then return { E_AGENT_NOT_FOUND } end
+local busy = redis.call('HGET', akey, 'current_task')
+
+local target
+if action == 'pause' then
+  if state == 'stopped' or state == 'error' then return { E_INVALID_TRANSITION, state } end
+  target = 'paused'
+elseif action == 'resume' then
+  if state ~= 'paused' then return { 0, state } end
+  target = busy and 'working' or 'idle'
+elseif action == 'drain' then
+  if state == 'stopped' or state == 'error' then return { 0, state } end
+  target = (busy or queue_len(aid) > 0) and 'draining' or 'stopped'
+elseif action == 'stop' then
+  target = 'stopped'
+end
+
+set_agent_state(aid, target, 'agent ' .. action, force == '1' or nil)
+return { 0, target }

@@ -1,0 +1,170 @@
+-- tinytown Lua prelude (prepended to every script by src/store/scripts.ts).
+--
+-- Conventions shared by all scripts:
+--   KEYS[1]  the town's event stream; it routes the call to the town's hash slot. Every other
+--            key is derived from the prefix and carries the same hash tag, so it lives in the
+--            same slot (legal on Redis Cluster).
+--   ARGV[1]  key prefix, e.g. "tt:{demo}:"
+--   ARGV[2]  now, RFC 3339 UTC (the caller's clock; leases use server-side PX, not this)
+--   ARGV[3]  now, epoch milliseconds
+--   ARGV[4]  approximate cap of the event stream (XADD MAXLEN ~)
+--   ARGV[5…] script-specific, documented in each script's header.
+-- Return values: a table whose first element is a status; negative statuses are errors mapped
+-- to typed errors in one place (scripts.ts ERROR_CODES).
+
+local P = ARGV[1]
+local NOW = ARGV[2]
+local NOW_MS = tonumber(ARGV[3])
+local EVENTS_MAXLEN = ARGV[4]
+local EVENTS = KEYS[1]
+
+local SUPERVISOR = '00000000-0000-0000-0000-000000000001'
+
+-- Error statuses (keep in sync with scripts.ts).
+local E_AGENT_NOT_FOUND = -2
+local E_WORKER_ACTIVE = -3
+local E_TASK_NOT_FOUND = -4
+local E_STALE_FENCE = -5
+local E_SUPERSEDED = -6
+local E_INVALID_TRANSITION = -7
+local E_NOT_IN_BACKLOG = -8
+local E_AGENT_EXISTS = -9
+local E_WORKER_LOST = -10
+
+local function key(kind, id)
+  if id then return P .. kind .. ':' .. id end
+  return P .. kind
+end
+
+local function is_terminal(state)
+  return state == 'completed' or state == 'failed' or state == 'cancelled'
+end
+
+-- Our dotted event type → the Rust Tinytown's snake_case event_type.
+local function wire_type(t)
+  if t == 'agent.state' then return 'agent_state_changed' end
+  return (string.gsub(t, '%.', '_'))
+end
+
+-- Appends one event. `ev` holds `type` plus optional agent_id, task_id, old_state, new_state,
+-- message and extra fields; the stream entry is `event_type <wire> data <json>`.
+local function emit(ev)
+  ev.event_type = wire_type(ev.type)
+  ev.timestamp = NOW
+  if ev.message == nil then ev.message = ev.type end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event_type', ev.event_type, 'data', cjson.encode(ev))
+end
+
+-- Moves a task between states, keeping the per-state counters and the retention index right.
+local function set_task_state(tkey, tid, from, to)
+  redis.call('HSET', tkey, 'state', to, 'updated_at', NOW)
+  if from then redis.call('HINCRBY', key('counts'), from, -1) end
+  redis.call('HINCRBY', key('counts'), to, 1)
+  if is_terminal(to) then
+    redis.call('HSET', tkey, 'completed_at', NOW)
+    redis.call('ZADD', key('idx:done'), NOW_MS, tid)
+  end
+end
+
+-- Sets an agent's state and records the change; no event when nothing changes. `force` rides
+-- along on stops so a remote worker knows to kill its running process.
+local function set_agent_state(aid, to, why, force)
+  local akey = key('agent', aid)
+  local from = redis.call('HGET', akey, 'state')
+  if from == to or not from then return end
+  redis.call('HSET', akey, 'state', to, 'last_active_at', NOW)
+  emit({ type = 'agent.state', agent_id = aid, old_state = from, new_state = to, message = why or ('agent ' .. to), force = force })
+  if to == 'stopped' then emit({ type = 'agent.stopped', agent_id = aid, message = why or 'agent stopped', force = force }) end
+end
+
+local function queue_len(aid)
+  return redis.call('LLEN', key('inbox', aid)) + redis.call('LLEN', key('urgent', aid))
+end
+
+-- After an agent's current task ended (however it ended): clear it and pick the next state.
+-- A pause, stop or error written meanwhile stays: the server settles races, not the worker.
+local function agent_after_task(aid, tid)
+  local akey = key('agent', aid)
+  if redis.call('HGET', akey, 'current_task') == tid then redis.call('HDEL', akey, 'current_task') end
+  local state = redis.call('HGET', akey, 'state')
+  if state == 'working' and queue_len(aid) == 0 then
+    set_agent_state(aid, 'idle', 'queue empty')
+  elseif state == 'draining' and queue_len(aid) == 0 then
+    set_agent_state(aid, 'stopped', 'drained')
+  end
+end
+
+-- The task a message stands for: task_assign names it; task and query messages become a task
+-- with the message's id when the agent claims them.
+local function task_id_of(msg)
+  if msg.type == 'task_assign' then return msg.task_id end
+  if msg.type == 'task' or msg.type == 'query' then return msg.id end
+  return nil
+end
+
+local function decode(raw)
+  local ok, msg = pcall(cjson.decode, raw)
+  if ok and type(msg) == 'table' then return msg end
+  return nil
+end
+
+local function has_live_worker(aid, except_wid)
+  local wid = redis.call('HGET', key('agent', aid), 'worker_id')
+  return wid and wid ~= except_wid and redis.call('EXISTS', key('lease', wid)) == 1
+end
+
+-- Hands one claimed inbox entry back.
+--   mode 'handback': to the head of the agent's inbox as it is (graceful close, forced stop)
+--   mode 'reclaim' : the worker was lost; counts against max_attempts; to the agent's inbox
+--                    when it has a live worker (`to_agent`), else to the backlog
+local function requeue_entry(raw, aid, mode, to_agent, why)
+  local msg = decode(raw)
+  local tid = msg and task_id_of(msg)
+  if not tid then
+    if aid then redis.call('LPUSH', key('inbox', aid), raw) end
+    return
+  end
+  local tkey = key('task', tid)
+  local t = redis.call('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'assigned_to')
+  local state, attempts, max_attempts = t[1], tonumber(t[2]) or 0, tonumber(t[3]) or 3
+  if not state then
+    -- a task or query message not yet turned into a task: deliver it again
+    if aid and msg.type ~= 'task_assign' then redis.call('LPUSH', key('inbox', aid), raw) end
+    return
+  end
+  if state ~= 'running' and state ~= 'assigned' then return end -- settled meanwhile: drop the entry
+  redis.call('HDEL', tkey, 'worker_id')
+  if mode == 'reclaim' and state == 'running' and attempts >= max_attempts then
+    redis.call('HSET', tkey, 'error', 'worker lost ' .. attempts .. ' times (' .. why .. ')')
+    set_task_state(tkey, tid, state, 'failed')
+    if aid then redis.call('HINCRBY', key('agent', aid), 'tasks_failed', 1) end
+    emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = 'worker lost ' .. attempts .. ' times', attempts = attempts })
+    return
+  end
+  if mode == 'handback' or to_agent then
+    redis.call('LPUSH', key('inbox', aid), raw)
+    set_task_state(tkey, tid, state, 'assigned')
+    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'agent', attempts = attempts })
+  else
+    redis.call('HDEL', tkey, 'assigned_to', 'message')
+    redis.call('LPUSH', key('backlog'), tid)
+    set_task_state(tkey, tid, state, 'pending')
+    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'backlog', attempts = attempts })
+  end
+end
+
+-- Empties a worker's processing list back into the queues and forgets the worker.
+local function release_worker(wid, mode, to_agent, why)
+  local plist = key('processing', wid)
+  local aid = redis.call('HGET', key('workers'), wid)
+  local entries = redis.call('LRANGE', plist, 0, -1)
+  -- newest first, so LPUSH leaves them at the head in their original order
+  for i = #entries, 1, -1 do requeue_entry(entries[i], aid, mode, to_agent, why) end
+  redis.call('DEL', plist, key('lease', wid))
+  redis.call('HDEL', key('workers'), wid)
+  if aid then
+    local akey = key('agent', aid)
+    if redis.call('HGET', akey, 'worker_id') == wid then redis.call('HDEL', akey, 'worker_id', 'current_task') end
+  end
+  return aid
+end

@@ -1,0 +1,25 @@
+-- register-worker v1: attaches a worker instance to an agent and takes its first lease.
+-- A previous worker whose lease is gone has its claimed work handed back to this agent first.
+-- ARGV[5] agent id   ARGV[6] worker id   ARGV[7] lease ms
+-- Returns {0, state} · {E_AGENT_NOT_FOUND} · {E_WORKER_ACTIVE, other worker id}
+local aid, wid, lease_ms = ARGV[5], ARGV[6], ARGV[7]
+local akey = key('agent', aid)
+local state = redis.call('HGET', akey, 'state')
+if not state then return { E_AGENT_NOT_FOUND } end
+
+local previous = redis.call('HGET', akey, 'worker_id')
+if previous and previous ~= wid then
+  if redis.call('EXISTS', key('lease', previous)) == 1 then return { E_WORKER_ACTIVE, previous } end
+  -- this agent has a live worker again (the caller), so its lost work returns to its inbox
+  release_worker(previous, 'reclaim', true, 'worker replaced')
+end
+
+redis.call('SET', key('lease', wid), aid, 'PX', lease_ms)
+redis.call('HSET', key('workers'), wid, aid)
+redis.call('HSET', akey, 'worker_id', wid, 'last_heartbeat', NOW)
+redis.call('HDEL', akey, 'error')
+if state ~= 'paused' and state ~= 'draining' then
+  local current = redis.call('HGET', akey, 'current_task')
+  set_agent_state(aid, current and 'working' or 'idle', 'worker attached')
+end
+return { 0, redis.call('HGET', akey, 'state') }

@@ -1,0 +1,76 @@
+-- start v1: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
+-- Work (task_assign, task, query) starts: task → running, attempts + 1, a fencing token,
+-- agent → working. Informational messages and acks move to the agent's notes.
+-- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] the raw entry   ARGV[8] max notes returned
+-- Returns
+--   {1, fence, task fields (flat HGETALL), notes (raw JSON list)}  work started
+--   {2, state}          agent paused/stopped/error: entry back at the head of the inbox
+--   {3}                 entry discarded (unreadable, or its task was settled or moved)
+--   {4}                 entry stored in the notes
+--   {E_WORKER_LOST}     this worker no longer serves the agent: entry back in the inbox
+local wid, aid, raw, max_notes = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local akey, plist, inbox = key('agent', aid), key('processing', wid), key('inbox', aid)
+
+local function put_back()
+  redis.call('LREM', plist, 1, raw)
+  redis.call('LPUSH', inbox, raw)
+end
+
+local state = redis.call('HGET', akey, 'state')
+if not state or redis.call('HGET', akey, 'worker_id') ~= wid then
+  redis.call('LREM', plist, 1, raw)
+  if state then redis.call('LPUSH', inbox, raw) end
+  return { E_WORKER_LOST }
+end
+if state == 'paused' or state == 'stopped' or state == 'error' then
+  put_back()
+  return { 2, state }
+end
+
+local msg = decode(raw)
+local tid = msg and task_id_of(msg)
+
+if msg and not tid then
+  redis.call('LREM', plist, 1, raw)
+  redis.call('RPUSH', key('notes', aid), raw)
+  redis.call('LTRIM', key('notes', aid), -100, -1)
+  emit({ type = 'message.received', agent_id = aid, message = 'note stored', message_id = msg.id, kind = msg.type })
+  if state == 'working' and not redis.call('HGET', akey, 'current_task') and queue_len(aid) == 0 then
+    set_agent_state(aid, 'idle', 'queue empty')
+  end
+  return { 4 }
+end
+
+local tkey = tid and key('task', tid)
+if tid and msg.type ~= 'task_assign' and redis.call('EXISTS', tkey) == 0 then
+  -- a task or query sent as a message becomes a task now, answered to its sender on completion
+  local text = msg.description or msg.question or ''
+  local tags = msg.type == 'query' and '["query"]' or '[]'
+  redis.call('HSET', tkey, 'id', tid, 'description', text, 'created_at', NOW, 'updated_at', NOW,
+    'tags', tags, 'priority', msg.priority or 'normal', 'attempts', 0, 'max_attempts', 3,
+    'assigned_to', aid, 'message', raw)
+  if msg.type == 'query' and type(msg.from) == 'string' then redis.call('HSET', tkey, 'reply_to', msg.from) end
+  redis.call('ZADD', key('idx:tasks'), NOW_MS, tid)
+  set_task_state(tkey, tid, nil, 'assigned')
+  emit({ type = 'task.created', task_id = tid, agent_id = aid, message = msg.type .. ' message became a task' })
+end
+
+local t = tid and redis.call('HMGET', tkey, 'state', 'assigned_to') or {}
+if t[1] ~= 'assigned' or t[2] ~= aid then
+  redis.call('LREM', plist, 1, raw)
+  emit({ type = 'message.discarded', agent_id = aid, task_id = tid or nil, message = msg and 'task no longer assigned here' or 'unreadable inbox entry' })
+  if state == 'working' and not redis.call('HGET', akey, 'current_task') and queue_len(aid) == 0 then
+    set_agent_state(aid, 'idle', 'queue empty')
+  end
+  return { 3 }
+end
+
+local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
+local fence = redis.call('INCR', key('seq:fence'))
+redis.call('HSET', tkey, 'started_at', NOW, 'fence', fence, 'worker_id', wid)
+redis.call('HDEL', tkey, 'error')
+set_task_state(tkey, tid, 'assigned', 'running')
+redis.call('HSET', akey, 'current_task', tid, 'last_active_at', NOW)
+if state ~= 'draining' then set_agent_state(aid, 'working', 'task started') end
+emit({ type = 'task.started', task_id = tid, agent_id = aid, message = 'task started', attempt = attempts })
+return { 1, fence, redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1) }

@@ -1,0 +1,36 @@
+-- sweep v1: hands back the work of workers whose lease expired (killed, frozen, cut off) and
+-- expires terminal tasks past retention. Callers guard it so one sweep runs per interval.
+-- A reclaimed task goes to its agent when the agent has another live worker, else to the
+-- backlog, counting the lost attempt; past max_attempts it fails with the reason.
+-- ARGV[5] retention ms   ARGV[6] max tasks expired per sweep
+-- Returns {workers reclaimed, tasks expired}
+local retention, batch = tonumber(ARGV[5]), tonumber(ARGV[6])
+local lost = 0
+local workers = redis.call('HGETALL', key('workers'))
+for i = 1, #workers, 2 do
+  local wid, aid = workers[i], workers[i + 1]
+  if redis.call('EXISTS', key('lease', wid)) == 0 then
+    local akey = key('agent', aid)
+    local was_current = redis.call('HGET', akey, 'worker_id') == wid
+    release_worker(wid, 'reclaim', has_live_worker(aid, wid), 'worker lost: lease expired')
+    if was_current then
+      local state = redis.call('HGET', akey, 'state')
+      if state and state ~= 'stopped' then
+        redis.call('HSET', akey, 'error', 'worker ' .. wid .. ' lost: its lease expired')
+        set_agent_state(aid, 'error', 'worker lost')
+      end
+    end
+    lost = lost + 1
+  end
+end
+
+local expired = redis.call('ZRANGEBYSCORE', key('idx:done'), '-inf', NOW_MS - retention, 'LIMIT', 0, batch)
+for _, tid in ipairs(expired) do
+  local tkey = key('task', tid)
+  local state = redis.call('HGET', tkey, 'state')
+  if state then redis.call('HINCRBY', key('counts'), state, -1) end
+  redis.call('DEL', tkey)
+  redis.call('ZREM', key('idx:tasks'), tid)
+  redis.call('ZREM', key('idx:done'), tid)
+end
+return { lost, #expired }

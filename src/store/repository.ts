@@ -1,0 +1,416 @@
+/**
+ * The town's data access: every write is one Lua script (see `lua/`), every read is validated
+ * by the codec. Callers above this layer never see a key name or a raw reply.
+ *
+ * @module
+ */
+import { randomUUID } from 'node:crypto';
+import type { AgentInfo } from '../agent.js';
+import {
+  AgentAmbiguousError,
+  AgentExistsError,
+  AgentNotFoundError,
+  InvalidTransitionError,
+  NotInBacklogError,
+  TaskNotFoundError,
+  WorkerActiveError,
+} from '../errors.js';
+import { decodeMessage, encodeMessage, isExpedited, type Message, type MessageType } from '../message.js';
+import type { Priority, TaskInput, TaskRecord, TaskState } from '../task.js';
+import { nowIso } from '../time.js';
+import { decodeAgent, decodeTask, DEFAULT_MAX_ATTEMPTS, toFields } from './codec.js';
+import type { Connections } from './connection.js';
+import { Keys, SUPERVISOR_ID } from './keys.js';
+import { runScript, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What an agent's registration needs. */
+export interface AgentRegistration {
+  name: string;
+  cli: string;
+  role?: string;
+  nickname?: string;
+  tags: readonly string[];
+  claimBacklog: boolean;
+  /** `starting` when a worker follows, `cold` when none is started. */
+  initialState: 'starting' | 'cold';
+}
+
+/** The outcome of the start script. */
+export type StartResult =
+  | { kind: 'task'; fence: string; task: TaskRecord; notes: string[] }
+  | { kind: 'held'; state: string }
+  | { kind: 'discarded' }
+  | { kind: 'note' }
+  | { kind: 'lost' };
+
+/** The outcome of the finish script. */
+export type FinishResult = 'recorded' | 'stale' | 'superseded' | 'missing';
+
+/** What waitForIdle reads. */
+export interface IdleProbe {
+  state: string;
+  currentTask: string;
+  queued: number;
+  claimed: number;
+  error: string;
+}
+
+/** Raw material for `town.status()`. */
+export interface StatusSnapshot {
+  counts: Record<string, number>;
+  backlog: number;
+  agents: { info: AgentInfo; queued: number }[];
+}
+
+export class Repository {
+  readonly keys: Keys;
+
+  constructor(
+    readonly connections: Connections,
+    prefix: string,
+    private readonly eventsMaxLen: number,
+  ) {
+    this.keys = new Keys(prefix);
+  }
+
+  private get redis() {
+    return this.connections.command;
+  }
+
+  private run(name: ScriptName, ...args: (string | number)[]): Promise<ScriptReply> {
+    return this.runAt(new Date(), name, ...args);
+  }
+
+  /** Runs a script with the common ARGV head; `now` becomes the records' timestamps. */
+  private runAt(now: Date, name: ScriptName, ...args: (string | number)[]): Promise<ScriptReply> {
+    return runScript(this.redis, name, this.keys.events, [this.keys.prefix, nowIso(now), now.getTime(), this.eventsMaxLen], args);
+  }
+
+  // ── agents ──────────────────────────────────────────────────────────────────────────────
+
+  /** Registers (or revives) an agent; returns its id. */
+  async spawnAgent(reg: AgentRegistration): Promise<{ id: string; revived: boolean }> {
+    const [status, id, state] = await this.run(
+      'spawn',
+      randomUUID(),
+      reg.name,
+      reg.cli,
+      reg.role ?? '',
+      reg.nickname ?? '',
+      JSON.stringify(reg.tags),
+      reg.claimBacklog ? '1' : '0',
+      reg.initialState,
+    );
+    if (status === STATUS.AGENT_EXISTS) {
+      throw new AgentExistsError(
+        `An agent named "${reg.name}" is already live (state ${String(state)}). Pick another name, stop or remove it first, or attach to it with town.runWorker("${reg.name}").`,
+      );
+    }
+    return { id: String(id), revived: status === 1 };
+  }
+
+  async registerWorker(agentId: string, workerId: string, leaseMs: number): Promise<string> {
+    const [status, detail] = await this.run('registerWorker', agentId, workerId, leaseMs);
+    if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId);
+    if (status === STATUS.WORKER_ACTIVE) {
+      throw new WorkerActiveError(
+        `Agent ${agentId} already has a live worker (${String(detail)}). Stop it first, or wait for its lease to expire if its process died.`,
+      );
+    }
+    return String(detail);
+  }
+
+  async heartbeat(workerId: string, agentId: string, leaseMs: number): Promise<boolean> {
+    const [alive] = await this.run('heartbeat', workerId, agentId, leaseMs);
+    return alive === 1;
+  }
+
+  async releaseWorker(workerId: string, agentId: string, finalState: '' | 'stopped', reason: string): Promise<void> {
+    await this.run('releaseWorker', workerId, agentId, finalState, reason);
+  }
+
+  async control(agentId: string, action: 'pause' | 'resume' | 'drain' | 'stop', force = false): Promise<string> {
+    const [status, state] = await this.run('control', agentId, action, force ? '1' : '0');
+    if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId);
+    if (status === STATUS.INVALID_TRANSITION) {
+      throw new InvalidTransitionError(`Cannot ${action} agent ${agentId} in state ${String(state)}.`);
+    }
+    return String(state);
+  }
+
+  async removeAgent(agentId: string): Promise<number> {
+    const [status, detail] = await this.run('removeAgent', agentId);
+    if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId);
+    if (status === STATUS.WORKER_ACTIVE) {
+      throw new WorkerActiveError(
+        `Agent ${agentId} has a live worker (${String(detail)}) in another process. Stop the agent first (agent.stop()), then remove it.`,
+      );
+    }
+    return Number(detail);
+  }
+
+  async getAgent(agentId: string): Promise<AgentInfo> {
+    const key = this.keys.agent(agentId);
+    const fields = toFields(await this.redis.hgetall(key));
+    if (Object.keys(fields).length === 0) throw this.agentGone(agentId);
+    return decodeAgent(key, fields);
+  }
+
+  async listAgents(): Promise<AgentInfo[]> {
+    const ids = await this.redis.smembers(this.keys.agents);
+    const replies = await Promise.all(ids.map((id) => this.redis.hgetall(this.keys.agent(id))));
+    const agents: AgentInfo[] = [];
+    replies.forEach((reply, i) => {
+      const fields = toFields(reply);
+      if (Object.keys(fields).length > 0) agents.push(decodeAgent(this.keys.agent(ids[i]!), fields));
+    });
+    return agents.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.name.localeCompare(b.name));
+  }
+
+  /** Finds an agent by name, id, short id (leading characters of the id) or nickname. */
+  async resolveAgent(ref: string): Promise<string> {
+    const byName = await this.redis.hget(this.keys.names, ref);
+    if (byName) return byName;
+    if (UUID.test(ref)) {
+      if (await this.redis.exists(this.keys.agent(ref.toLowerCase()))) return ref.toLowerCase();
+      throw this.notFound(ref);
+    }
+    const ids = await this.redis.smembers(this.keys.agents);
+    const lower = ref.toLowerCase();
+    const byShortId = /^[0-9a-f]{4,}$/.test(lower) ? ids.filter((id) => id.startsWith(lower)) : [];
+    if (byShortId.length === 1) return byShortId[0]!;
+    if (byShortId.length > 1) throw this.ambiguous(ref, byShortId);
+    const nicknames = await Promise.all(ids.map((id) => this.redis.hget(this.keys.agent(id), 'nickname')));
+    const byNickname = ids.filter((_, i) => nicknames[i] === ref);
+    if (byNickname.length === 1) return byNickname[0]!;
+    if (byNickname.length > 1) throw this.ambiguous(ref, byNickname);
+    throw this.notFound(ref);
+  }
+
+  async idleProbe(agentId: string): Promise<IdleProbe> {
+    const [state, currentTask, queued, claimed, error] = await this.run('idle', agentId);
+    return {
+      state: String(state),
+      currentTask: String(currentTask),
+      queued: Number(queued),
+      claimed: Number(claimed),
+      error: String(error),
+    };
+  }
+
+  async status(): Promise<StatusSnapshot> {
+    const [rawCounts, backlog, rawAgents] = (await this.run('status')) as unknown as [unknown, number, [unknown, number][]];
+    const counts: Record<string, number> = {};
+    for (const [state, n] of Object.entries(toFields(rawCounts))) counts[state] = Number(n);
+    const agents = rawAgents.map(([fields, queued]) => {
+      const f = toFields(fields);
+      return { info: decodeAgent(this.keys.agent(f.id ?? '?'), f), queued: Number(queued) };
+    });
+    return { counts, backlog: Number(backlog), agents };
+  }
+
+  // ── tasks ───────────────────────────────────────────────────────────────────────────────
+
+  /** Creates a task on an agent's inbox (or the backlog when `agentId` is undefined). */
+  async createTask(input: TaskInput, agentId: string | undefined, from = SUPERVISOR_ID): Promise<{ id: string; at: Date }> {
+    const taskId = randomUUID();
+    const at = new Date();
+    const priority: Priority = input.priority ?? 'normal';
+    const message =
+      agentId === undefined
+        ? ''
+        : encodeMessage({ from, to: agentId, type: 'task_assign', taskId, priority }).json;
+    const [status] = await this.runAt(
+      at,
+      'assign',
+      taskId,
+      agentId ?? '',
+      input.description,
+      JSON.stringify(input.tags ?? []),
+      priority,
+      input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      input.timeoutMs ?? '',
+      input.parentId ?? '',
+      message,
+      isExpedited(priority) ? '1' : '0',
+    );
+    if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId ?? '');
+    return { id: taskId, at };
+  }
+
+  async getTask(taskId: string): Promise<TaskRecord> {
+    const key = this.keys.task(taskId);
+    const fields = toFields(await this.redis.hgetall(key));
+    if (Object.keys(fields).length === 0) {
+      throw new TaskNotFoundError(`No task ${taskId} in this town (it may have expired after the retention period).`);
+    }
+    return decodeTask(key, fields);
+  }
+
+  /** Reads tasks newest first, keeping those `keep` accepts, up to `limit`. */
+  async listTasks(keep: (task: TaskRecord) => boolean, limit: number): Promise<TaskRecord[]> {
+    const out: TaskRecord[] = [];
+    const page = Math.max(limit, 100);
+    for (let offset = 0; out.length < limit; offset += page) {
+      const ids = await this.redis.zrevrange(this.keys.tasks, offset, offset + page - 1);
+      if (ids.length === 0) break;
+      const replies = await Promise.all(ids.map((id) => this.redis.hgetall(this.keys.task(id))));
+      replies.forEach((reply, i) => {
+        const fields = toFields(reply);
+        if (Object.keys(fields).length === 0 || out.length >= limit) return;
+        const task = decodeTask(this.keys.task(ids[i]!), fields);
+        if (keep(task)) out.push(task);
+      });
+    }
+    return out;
+  }
+
+  async settleTask(taskId: string, outcome: 'cancelled' | 'completed' | 'failed', text: string): Promise<TaskState> {
+    const [status, state] = await this.run('settle', taskId, outcome, text);
+    if (status === STATUS.TASK_NOT_FOUND) throw new TaskNotFoundError(`No task ${taskId} in this town.`);
+    if (status === STATUS.INVALID_TRANSITION) {
+      throw new InvalidTransitionError(`Task ${taskId} is already ${String(state)}; it cannot become ${outcome}.`);
+    }
+    return state as TaskState;
+  }
+
+  // ── worker transitions ──────────────────────────────────────────────────────────────────
+
+  async start(workerId: string, agentId: string, entry: string, maxNotes: number): Promise<StartResult> {
+    const reply = await this.run('start', workerId, agentId, entry, maxNotes);
+    switch (reply[0]) {
+      case 1: {
+        const key = this.keys.task('');
+        const fields = toFields(reply[2]);
+        return {
+          kind: 'task',
+          fence: String(reply[1]),
+          task: decodeTask(key + (fields.id ?? ''), fields),
+          notes: (reply[3] as string[]) ?? [],
+        };
+      }
+      case 2:
+        return { kind: 'held', state: String(reply[1]) };
+      case 3:
+        return { kind: 'discarded' };
+      case 4:
+        return { kind: 'note' };
+      default:
+        return { kind: 'lost' };
+    }
+  }
+
+  async finish(args: {
+    workerId: string;
+    agentId: string;
+    taskId: string;
+    fence: string;
+    entry: string;
+    outcome: 'completed' | 'failed' | 'retry';
+    text: string;
+    usage?: string;
+    notesUsed: number;
+  }): Promise<FinishResult> {
+    const [status] = await this.run(
+      'finish',
+      args.workerId,
+      args.agentId,
+      args.taskId,
+      args.fence,
+      args.entry,
+      args.outcome,
+      args.text,
+      args.usage ?? '',
+      args.notesUsed,
+      randomUUID(),
+    );
+    if (status === STATUS.STALE_FENCE) return 'stale';
+    if (status === STATUS.SUPERSEDED) return 'superseded';
+    if (status === STATUS.TASK_NOT_FOUND) return 'missing';
+    return 'recorded';
+  }
+
+  async sweep(retentionMs: number, batch: number): Promise<{ lost: number; expired: number }> {
+    const [lost, expired] = await this.run('sweep', retentionMs, batch);
+    return { lost: Number(lost), expired: Number(expired) };
+  }
+
+  /** One sweep per interval per town, whichever process gets there first. */
+  async takeSweepTurn(ms: number): Promise<boolean> {
+    return (await this.redis.set(this.keys.sweepLock, String(process.pid), 'PX', ms, 'NX')) === 'OK';
+  }
+
+  // ── backlog and messages ────────────────────────────────────────────────────────────────
+
+  async backlogIds(): Promise<string[]> {
+    return this.redis.lrange(this.keys.backlog, 0, -1);
+  }
+
+  async claimBacklog(taskId: string, agentId: string): Promise<void> {
+    const priority = ((await this.redis.hget(this.keys.task(taskId), 'priority')) ?? 'normal') as Priority;
+    const message = encodeMessage({ from: SUPERVISOR_ID, to: agentId, type: 'task_assign', taskId, priority }).json;
+    const [status] = await this.run('backlogClaim', taskId, agentId, message, isExpedited(priority) ? '1' : '0');
+    if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId);
+    if (status === STATUS.NOT_IN_BACKLOG) throw new NotInBacklogError(`Task ${taskId} is not in the backlog (claimed or removed already).`);
+  }
+
+  async autoClaim(agentId: string, scan = 200): Promise<string | undefined> {
+    const [status, taskId] = await this.run('backlogAutoClaim', agentId, randomUUID(), scan);
+    return status === 1 ? String(taskId) : undefined;
+  }
+
+  async removeFromBacklog(taskId: string, reason: string): Promise<void> {
+    const [status] = await this.run('backlogRemove', taskId, reason);
+    if (status === STATUS.NOT_IN_BACKLOG) throw new NotInBacklogError(`Task ${taskId} is not in the backlog.`);
+  }
+
+  async send(args: {
+    to: string;
+    from: string;
+    type: MessageType;
+    text: string;
+    priority: Priority;
+    correlationId?: string;
+  }): Promise<string> {
+    const { id, json } = encodeMessage(args);
+    const [status] = await this.run('send', args.to, json, isExpedited(args.priority) ? '1' : '0', id, args.type, args.from);
+    if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(args.to);
+    return id;
+  }
+
+  async inbox(agentId: string): Promise<Message[]> {
+    const [urgent, inbox] = await Promise.all([
+      this.redis.lrange(this.keys.urgent(agentId), 0, -1),
+      this.redis.lrange(this.keys.inbox(agentId), 0, -1),
+    ]);
+    return [...urgent, ...inbox].map(decodeMessage).filter((m): m is Message => m !== undefined);
+  }
+
+  async agentIds(): Promise<string[]> {
+    return this.redis.smembers(this.keys.agents);
+  }
+
+  async publishBroadcast(json: string): Promise<void> {
+    await this.redis.publish(this.keys.broadcast, json);
+  }
+
+  // ── errors ──────────────────────────────────────────────────────────────────────────────
+
+  private agentGone(agentId: string): AgentNotFoundError {
+    return new AgentNotFoundError(`Agent ${agentId} no longer exists in this town (removed).`);
+  }
+
+  private notFound(ref: string): AgentNotFoundError {
+    return new AgentNotFoundError(
+      `No agent "${ref}" in this town. Use a name, id, short id or nickname from town.agents().`,
+    );
+  }
+
+  private ambiguous(ref: string, ids: string[]): AgentAmbiguousError {
+    return new AgentAmbiguousError(
+      `"${ref}" matches ${ids.length} agents (${ids.join(', ')}). Use the agent's name or a longer id.`,
+    );
+  }
+}

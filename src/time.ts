@@ -1,0 +1,20 @@
+/**
+ * Timestamps in the Rust Tinytown's encoding: RFC 3339, UTC, microseconds
+ * (`2026-03-09T20:03:14.667655Z`).
+ *
+ * @module
+ */
+
+/** Now, as an RFC 3339 UTC string with microsecond precision. */
+export function nowIso(date = new Date()): string {
+  // The wall clock has milliseconds; the monotonic clock's fraction supplies the microseconds.
+  const micros = Math.floor((performance.now() * 1000) % 1000);
+  return `${date.toISOString().slice(0, 23)}${String(micros).padStart(3, '0')}Z`;
+}
+
+/** Parses an RFC 3339 timestamp; `undefined` when it is not one. */
+export function parseIso(value: string): Date | undefined {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(value)) return undefined;
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? undefined : date;
+}

@@ -1,0 +1,877 @@
+/**
+ * The town: the entry point of the SDK. `Town.connect` loads `tinytown.json`, connects to
+ * Redis (starting a managed local server when none is configured) and hands out agents.
+ *
+ * @module
+ */
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { EventEmitter } from 'eventemitter3';
+import { Agent, type AgentInfo, type AgentOptions, type AgentWorkOptions } from './agent.js';
+import { Backlog } from './backlog.js';
+import { checkAgentName, loadConfig, parseTownOptions, type TownConfig, type TownOptions } from './config.js';
+import {
+  AgentErrorStateError,
+  AgentNotFoundError,
+  ConfigInvalidError,
+  DescriptionTooLargeError,
+  InvalidArgumentError,
+  TownClosedError,
+  WorkerActiveError,
+} from './errors.js';
+import { EventReader } from './events/reader.js';
+import { compareIds, TOWN_EVENT_TYPES, type TownEvent, type TownEventMap, type TownEventType } from './events/types.js';
+import type { Message, SendOptions } from './message.js';
+import { ensureManagedRedis } from './redis-server/managed.js';
+import { defaultRunner } from './runner/child-process-runner.js';
+import { resolveCli } from './runner/presets.js';
+import { Connections, type RedisInput } from './store/connection.js';
+import { keyPrefix, SUPERVISOR_ID } from './store/keys.js';
+import { Repository } from './store/repository.js';
+import { defineScripts } from './store/scripts.js';
+import {
+  parseTaskInput,
+  TERMINAL_STATES,
+  type Task,
+  type TaskFilter,
+  type TaskInput,
+  type TaskRecord,
+  type TaskState,
+} from './task.js';
+import { nowIso } from './time.js';
+import { checkWaitOptions, waitUntil, type WaitOptions } from './wait.js';
+import { cliExecutor, handlerExecutor, type Executor } from './worker/executor.js';
+import { Worker } from './worker/worker.js';
+
+const DEFAULTS = {
+  leaseMs: 15_000,
+  connectTimeoutMs: 10_000,
+  retentionMs: 7 * 24 * 3600_000,
+  maxDescriptionBytes: 1024 * 1024,
+  eventsMaxLen: 10_000,
+  closeGraceMs: 10_000,
+};
+
+/** Expired tasks removed per sweep at most, so one sweep never blocks Redis for long. */
+const RETENTION_BATCH = 500;
+
+/** One agent in {@link TownStatus}. */
+export interface AgentStatus extends AgentInfo {
+  /** Entries waiting in its inbox. */
+  queued: number;
+}
+
+/** A snapshot of the town, read in one round trip. */
+export interface TownStatus {
+  name: string;
+  agents: AgentStatus[];
+  /** Tasks per state (terminal states count tasks still within retention). */
+  tasks: Record<TaskState, number>;
+  /** Tasks waiting in the backlog. */
+  backlog: number;
+}
+
+/** Options of `town.events()`. */
+export interface EventsOptions {
+  /** `'now'` (default): only new events; `'start'`: the whole retained stream; or an event id to resume after. */
+  since?: 'start' | 'now' | string;
+  types?: readonly TownEventType[];
+  /** Agent name, id, short id or nickname. */
+  agent?: string;
+  task?: string;
+  /** Ends the iteration. */
+  signal?: AbortSignal;
+}
+
+/** What `town.recover()` did. */
+export interface RecoverResult {
+  /** Workers found dead whose claimed work was handed back. */
+  reclaimed: number;
+  /** Terminal tasks removed after the retention period. */
+  expired: number;
+}
+
+type Settings = typeof DEFAULTS;
+
+/**
+ * A town: agents, tasks and messages in one Redis.
+ *
+ * @example
+ * ```ts
+ * import { Town, Task, waitForIdle } from 'tinytown';
+ *
+ * await using town = await Town.connect('.');
+ * const designer = await town.spawnAgent('designer', 'claude');
+ * await designer.assign(new Task('Design auth API schema'));
+ * await waitForIdle(designer);
+ * console.log(await town.status());
+ * ```
+ */
+export class Town implements AsyncDisposable {
+  /** Unassigned work. */
+  readonly backlog: Backlog;
+
+  private readonly emitter = new EventEmitter<TownEventMap & { error: (err: unknown) => void }>();
+  private readonly reader: EventReader;
+  private readonly workers = new Map<string, Worker>();
+  private readonly workOptions = new Map<string, AgentWorkOptions>();
+  private readonly closing = new AbortController();
+  private readonly sweeper: NodeJS.Timeout;
+  private bridged = false;
+  private closed: Promise<void> | undefined;
+
+  private constructor(
+    /** The town's name (part of every Redis key). */
+    readonly name: string,
+    /** Absolute path of the folder holding `tinytown.json` and `.tt/`. */
+    readonly root: string,
+    /** The loaded `tinytown.json`, frozen. */
+    readonly config: Readonly<TownConfig>,
+    private readonly repo: Repository,
+    private readonly settings: Settings,
+  ) {
+    this.backlog = new Backlog(this);
+    this.reader = new EventReader(repo.connections, repo.keys.events, (err) => this.report(err));
+    this.sweeper = setInterval(() => void this.sweep(), Math.max(50, Math.floor(settings.leaseMs / 2)));
+    this.sweeper.unref();
+  }
+
+  /**
+   * Opens a town. Loads `<dir>/tinytown.json` (creating it unless `create: false`), connects to
+   * `options.redis`, `REDIS_URL` or the config's `redis.url`, and with none of them starts or
+   * reuses a managed `redis-server` on a unix socket in `<dir>/.tt/`. Never hangs: connecting is
+   * bounded by `connectTimeoutMs`.
+   *
+   * @example
+   * ```ts
+   * const town = await Town.connect('.', { leaseMs: 30_000 });
+   * const remote = await Town.connect('.', { redis: 'rediss://worker:secret@redis.internal:6380' });
+   * ```
+   */
+  static async connect(dir: string = process.cwd(), options: TownOptions = {}): Promise<Town> {
+    parseTownOptions(options);
+    const root = resolve(dir);
+    const info = await stat(root).catch(() => undefined);
+    if (!info?.isDirectory()) throw new ConfigInvalidError(`Town folder ${root} does not exist or is not a directory.`);
+    const config = await loadConfig(root, options);
+    const name = options.name ?? config.name;
+    const settings: Settings = {
+      leaseMs: options.leaseMs ?? config.leaseMs ?? DEFAULTS.leaseMs,
+      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      retentionMs: options.retentionMs ?? config.retentionMs ?? DEFAULTS.retentionMs,
+      maxDescriptionBytes: options.maxDescriptionBytes ?? config.maxDescriptionBytes ?? DEFAULTS.maxDescriptionBytes,
+      eventsMaxLen: options.eventsMaxLen ?? DEFAULTS.eventsMaxLen,
+      closeGraceMs: options.closeGraceMs ?? DEFAULTS.closeGraceMs,
+    };
+    const input: RedisInput =
+      options.redis ??
+      process.env.REDIS_URL ??
+      config.redis?.url ??
+      (await ensureManagedRedis(root, { durability: options.durability ?? 'default' })).url;
+    const connections = await Connections.open(input, settings.connectTimeoutMs);
+    defineScripts(connections.command);
+    const layout = options.keyLayout ?? config.keyLayout ?? 'cluster';
+    const repo = new Repository(connections, keyPrefix(name, layout), settings.eventsMaxLen);
+    return new Town(name, root, deepFreeze({ ...config, name }), repo, settings);
+  }
+
+  // ── agents ──────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Registers an agent and, unless `start: false`, starts its worker in this process. A name
+   * whose agent is stopped (or whose worker died) is revived with the new options.
+   *
+   * @example
+   * ```ts
+   * const designer = await town.spawnAgent('designer', 'claude');
+   * const backend = await town.spawnAgent('backend', { cli: 'codex', role: 'worker', timeoutMs: 20 * 60_000 });
+   * const local = await town.spawnAgent('echo', { run: async (task) => `echo: ${task.description}` });
+   * ```
+   */
+  async spawnAgent(name: string, cli?: string | AgentOptions): Promise<Agent> {
+    this.ensureOpen();
+    checkAgentName(name);
+    const options: AgentOptions = typeof cli === 'string' ? { cli } : (cli ?? {});
+    checkAgentOptions(options);
+    const start = options.start !== false;
+    const executor = start ? this.executorFor(name, options) : undefined;
+    const { id } = await this.repo.spawnAgent({
+      name,
+      cli: cliLabel(options),
+      ...(options.role !== undefined && { role: options.role }),
+      ...(options.nickname !== undefined && { nickname: options.nickname }),
+      tags: options.tags ?? [],
+      claimBacklog: options.claimBacklog === true,
+      initialState: start ? 'starting' : 'cold',
+    });
+    const agent = new Agent(this, id, name);
+    this.workOptions.set(id, options);
+    if (executor) await this.startWorker(agent, options, executor);
+    return agent;
+  }
+
+  /**
+   * A handle on an existing agent, by name, id, short id or nickname.
+   *
+   * @example
+   * ```ts
+   * const backend = await town.agent('backend');
+   * ```
+   */
+  async agent(ref: string): Promise<Agent> {
+    this.ensureOpen();
+    if (typeof ref !== 'string' || ref.length === 0) throw new InvalidArgumentError('An agent reference must be a non-empty string.');
+    const id = await this.repo.resolveAgent(ref);
+    const info = await this.repo.getAgent(id);
+    return new Agent(this, id, info.name);
+  }
+
+  /**
+   * Every agent of the town, oldest first.
+   *
+   * @example
+   * ```ts
+   * for (const a of await town.agents()) console.log(a.name, a.state);
+   * ```
+   */
+  agents(): Promise<AgentInfo[]> {
+    this.ensureOpen();
+    return this.repo.listAgents();
+  }
+
+  /**
+   * Agents with their state, current task and queue depth; task counts by state; backlog size.
+   * One round trip, whatever the town's size.
+   *
+   * @example
+   * ```ts
+   * const { agents, tasks, backlog } = await town.status();
+   * console.log(`${tasks.running} running, ${backlog} in the backlog`);
+   * ```
+   */
+  async status(): Promise<TownStatus> {
+    this.ensureOpen();
+    const snapshot = await this.repo.status();
+    const tasks = { pending: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 };
+    for (const state of Object.keys(tasks) as TaskState[]) tasks[state] = Math.max(0, snapshot.counts[state] ?? 0);
+    const agents = snapshot.agents
+      .map(({ info, queued }) => ({ ...info, queued }))
+      .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.name.localeCompare(b.name));
+    return { name: this.name, agents, tasks, backlog: snapshot.backlog };
+  }
+
+  /**
+   * Attaches a worker for an existing agent in this process: how agents run on other machines
+   * against the same Redis. Without `cli` or `run`, the agent's registered CLI is used.
+   *
+   * @example
+   * ```ts
+   * const town = await Town.connect('.', { redis: process.env.TOWN_REDIS });
+   * const worker = await town.runWorker('backend');
+   * await worker.done;
+   * ```
+   */
+  async runWorker(agentRef: string, options: AgentWorkOptions = {}): Promise<Worker> {
+    this.ensureOpen();
+    checkAgentOptions(options);
+    const agent = await this.agent(agentRef);
+    if (this.workers.has(agent.id)) {
+      throw new WorkerActiveError(`Agent ${agent.name} already has a worker in this process.`);
+    }
+    const work = options.cli !== undefined || options.run !== undefined ? options : { ...options, cli: (await agent.info()).cli };
+    this.workOptions.set(agent.id, work);
+    return this.startWorker(agent, work, this.executorFor(agent.name, work));
+  }
+
+  // ── tasks ───────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Reads a task.
+   *
+   * @example
+   * ```ts
+   * const { state, result } = await town.task(id);
+   * ```
+   */
+  task(id: string): Promise<TaskRecord> {
+    this.ensureOpen();
+    checkId(id, 'task id');
+    return this.repo.getTask(id);
+  }
+
+  /**
+   * Tasks, newest first, filtered by state, agent or tag.
+   *
+   * @example
+   * ```ts
+   * const failed = await town.tasks({ state: 'failed', limit: 20 });
+   * ```
+   */
+  async tasks(filter: TaskFilter = {}): Promise<TaskRecord[]> {
+    this.ensureOpen();
+    const states = filter.state === undefined ? undefined : new Set(typeof filter.state === 'string' ? [filter.state] : filter.state);
+    const limit = filter.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgumentError(`limit must be a positive integer, got ${String(limit)}.`);
+    const agentId = filter.agent === undefined ? undefined : await this.repo.resolveAgent(filter.agent);
+    return this.repo.listTasks(
+      (t) =>
+        (states === undefined || states.has(t.state)) &&
+        (agentId === undefined || t.assignedTo === agentId) &&
+        (filter.tag === undefined || t.tags.includes(filter.tag)),
+      limit,
+    );
+  }
+
+  /**
+   * Resolves with the task's record once it is completed, failed or cancelled.
+   *
+   * @example
+   * ```ts
+   * const record = await town.waitForTask(task.id, { timeoutMs: 10 * 60_000 });
+   * if (record.state === 'completed') console.log(record.result);
+   * ```
+   */
+  waitForTask(id: string, options?: WaitOptions): Promise<TaskRecord> {
+    this.ensureOpen();
+    checkId(id, 'task id');
+    return waitUntil(
+      {
+        reader: this.reader,
+        closing: this.closing.signal,
+        what: `task ${id} to end`,
+        relevant: (event) => event.taskId === id,
+        check: async () => {
+          const task = await this.repo.getTask(id);
+          return TERMINAL_STATES.has(task.state) ? task : undefined;
+        },
+      },
+      options,
+    );
+  }
+
+  /**
+   * Cancels a task. Queued, it leaves its queue; running, its process is stopped.
+   *
+   * @example
+   * ```ts
+   * await town.cancelTask(id, 'superseded by a new plan');
+   * ```
+   */
+  async cancelTask(id: string, reason = 'cancelled'): Promise<TaskRecord> {
+    this.ensureOpen();
+    checkId(id, 'task id');
+    await this.repo.settleTask(id, 'cancelled', reason);
+    return this.repo.getTask(id);
+  }
+
+  /**
+   * Completes a task from outside its worker; a worker still running it keeps this result.
+   *
+   * @example
+   * ```ts
+   * await town.completeTask(id, 'done by hand');
+   * ```
+   */
+  async completeTask(id: string, result: string): Promise<TaskRecord> {
+    this.ensureOpen();
+    checkId(id, 'task id');
+    await this.repo.settleTask(id, 'completed', String(result));
+    return this.repo.getTask(id);
+  }
+
+  /**
+   * Fails a task from outside its worker.
+   *
+   * @example
+   * ```ts
+   * await town.failTask(id, 'requirements changed');
+   * ```
+   */
+  async failTask(id: string, error: string): Promise<TaskRecord> {
+    this.ensureOpen();
+    checkId(id, 'task id');
+    await this.repo.settleTask(id, 'failed', String(error));
+    return this.repo.getTask(id);
+  }
+
+  // ── messages ────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Sends a message to an agent (by reference) or to `'supervisor'` (your code's inbox).
+   * Returns the message id.
+   *
+   * @example
+   * ```ts
+   * await town.send('backend', 'Use the v2 schema', { priority: 'high' });
+   * await town.send('backend', 'What blocks you?', { type: 'query' }); // the answer comes to town.inbox()
+   * ```
+   */
+  async send(to: string, text: string, options: SendOptions = {}): Promise<string> {
+    this.ensureOpen();
+    if (typeof text !== 'string') throw new InvalidArgumentError('A message must be a string.');
+    this.checkSize(text, 'message');
+    const recipient = to === 'supervisor' || to === SUPERVISOR_ID ? SUPERVISOR_ID : await this.repo.resolveAgent(to);
+    const from = options.from === undefined ? SUPERVISOR_ID : await this.repo.resolveAgent(options.from);
+    const type = options.type ?? 'info';
+    if (!['task', 'query', 'info', 'ack'].includes(type)) {
+      throw new InvalidArgumentError(`Unknown message type "${String(type)}": use task, query, info or ack.`);
+    }
+    const priority = options.priority ?? 'normal';
+    if (!['low', 'normal', 'high', 'urgent'].includes(priority)) {
+      throw new InvalidArgumentError(`Unknown priority "${String(priority)}": use low, normal, high or urgent.`);
+    }
+    return this.repo.send({
+      to: recipient,
+      from,
+      type,
+      text,
+      priority,
+      ...(options.correlationId !== undefined && { correlationId: options.correlationId }),
+    });
+  }
+
+  /**
+   * Sends an informational message to every agent. Returns how many received it.
+   *
+   * @example
+   * ```ts
+   * await town.broadcast('Freeze: no merges until 18:00');
+   * ```
+   */
+  async broadcast(text: string, options: Omit<SendOptions, 'type'> = {}): Promise<number> {
+    this.ensureOpen();
+    const ids = await this.repo.agentIds();
+    const sent = await Promise.all(ids.map((id) => this.send(id, text, { ...options, type: 'info' }).catch(() => undefined)));
+    await this.repo.publishBroadcast(JSON.stringify({ text, at: nowIso() }));
+    return sent.filter((id) => id !== undefined).length;
+  }
+
+  /**
+   * Messages addressed to the supervisor (your code): answers to queries, reports from agents.
+   *
+   * @example
+   * ```ts
+   * for (const m of await town.inbox()) console.log(m.from, m.text);
+   * ```
+   */
+  inbox(): Promise<Message[]> {
+    this.ensureOpen();
+    return this.repo.inbox(SUPERVISOR_ID);
+  }
+
+  // ── events ──────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Events from the town's Redis stream as an async iterable: resumable from an event id, and
+   * filterable. Ends when `signal` aborts or the town closes.
+   *
+   * @example
+   * ```ts
+   * for await (const event of town.events({ since: 'start', types: ['task.completed'] })) {
+   *   console.log(event.taskId, event.at);
+   * }
+   * ```
+   */
+  events(options: EventsOptions = {}): AsyncIterable<TownEvent> {
+    this.ensureOpen();
+    const since = options.since ?? 'now';
+    if (since !== 'start' && since !== 'now' && !/^\d+(-\d+)?$/.test(since)) {
+      throw new InvalidArgumentError(`since must be 'start', 'now' or an event id like 1700000000000-0, got ${JSON.stringify(since)}.`);
+    }
+    for (const type of options.types ?? []) checkEventType(type);
+    return this.iterate(since, options);
+  }
+
+  private async *iterate(since: string, options: EventsOptions): AsyncGenerator<TownEvent> {
+    const agentId = options.agent === undefined ? undefined : await this.repo.resolveAgent(options.agent);
+    const types = options.types === undefined ? undefined : new Set(options.types);
+    const wanted = (e: TownEvent): boolean =>
+      (types === undefined || types.has(e.type)) &&
+      (agentId === undefined || e.agentId === agentId) &&
+      (options.task === undefined || e.taskId === options.task);
+    const after = /^\d/.test(since) ? (since.includes('-') ? since : `${since}-0`) : undefined;
+
+    const live: TownEvent[] = [];
+    let notify: (() => void) | undefined;
+    const boundary = await this.reader.ensureStarted();
+    const unsubscribe = this.reader.subscribe((e) => {
+      live.push(e);
+      notify?.();
+    });
+    const stop = (): void => notify?.();
+    options.signal?.addEventListener('abort', stop);
+    this.closing.signal.addEventListener('abort', stop);
+    const ended = (): boolean => options.signal?.aborted === true || this.closing.signal.aborted;
+    try {
+      if (since !== 'now') {
+        for await (const e of this.history(since === 'start' ? '-' : `(${after}`, boundary)) {
+          if (ended()) return;
+          if (wanted(e)) yield e;
+        }
+      }
+      while (!ended()) {
+        const e = live.shift();
+        if (e === undefined) {
+          await new Promise<void>((resolve) => (notify = resolve));
+          notify = undefined;
+          continue;
+        }
+        if ((after === undefined || compareIds(e.id, after) > 0) && wanted(e)) yield e;
+      }
+    } finally {
+      unsubscribe();
+      options.signal?.removeEventListener('abort', stop);
+      this.closing.signal.removeEventListener('abort', stop);
+    }
+  }
+
+  /** Events from `start` up to the reader's position, in pages. */
+  private async *history(start: string, end: string): AsyncGenerator<TownEvent> {
+    const { parseEvent } = await import('./events/types.js');
+    let cursor = start;
+    for (;;) {
+      const page = await this.repo.connections.command.xrange(this.repo.keys.events, cursor, end, 'COUNT', 500);
+      for (const [id, fields] of page) {
+        const event = parseEvent(id, fields);
+        if (event) yield event;
+      }
+      if (page.length < 500) return;
+      cursor = `(${page[page.length - 1]![0]}`;
+    }
+  }
+
+  /**
+   * Listens to live events of one type (or `'*'` for all, `'error'` for background faults such
+   * as a lost Redis connection, which tinytown retries by itself).
+   *
+   * @example
+   * ```ts
+   * town.on('task.completed', (e) => console.log(`task ${e.taskId} done`));
+   * town.on('error', (err) => console.warn('tinytown:', err));
+   * ```
+   */
+  on<K extends TownEventType | '*' | 'error'>(
+    type: K,
+    listener: (TownEventMap & { error: (err: unknown) => void })[K],
+  ): this {
+    this.ensureOpen();
+    if (type !== 'error' && type !== '*') checkEventType(type);
+    this.emitter.on(type, listener as never);
+    if (type !== 'error') this.bridge();
+    return this;
+  }
+
+  /**
+   * Removes a listener added with `on`.
+   *
+   * @example
+   * ```ts
+   * const log = (e: TownEvent) => console.log(e.type);
+   * town.on('*', log);
+   * town.off('*', log);
+   * ```
+   */
+  off<K extends TownEventType | '*' | 'error'>(
+    type: K,
+    listener: (TownEventMap & { error: (err: unknown) => void })[K],
+  ): this {
+    this.emitter.off(type, listener as never);
+    return this;
+  }
+
+  private bridge(): void {
+    if (this.bridged) return;
+    this.bridged = true;
+    this.reader.subscribe((event) => {
+      this.emitter.emit(event.type, event);
+      this.emitter.emit('*', event);
+    });
+    this.reader.ensureStarted().catch((err: unknown) => this.report(err));
+  }
+
+  // ── lifecycle ───────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Hands back the work of dead workers and expires old tasks now. It also runs by itself
+   * every half lease in every process, one process per interval.
+   *
+   * @example
+   * ```ts
+   * const { reclaimed } = await town.recover();
+   * ```
+   */
+  async recover(): Promise<RecoverResult> {
+    this.ensureOpen();
+    const { lost, expired } = await this.repo.sweep(this.settings.retentionMs, RETENTION_BATCH);
+    return { reclaimed: lost, expired };
+  }
+
+  /**
+   * Stops this process's workers (running tasks get `closeGraceMs` to finish, then go back to
+   * their queue) and closes every connection; the process can exit right after. Idempotent.
+   *
+   * @example
+   * ```ts
+   * process.once('SIGTERM', () => void town.close());
+   * ```
+   */
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  /** Same as {@link Town.close}, for `await using town = await Town.connect()`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private async shutdown(): Promise<void> {
+    clearInterval(this.sweeper);
+    this.closing.abort(new TownClosedError(`Town ${this.name} was closed.`));
+    await Promise.all([...this.workers.values()].map((w) => w.stop({ graceMs: this.settings.closeGraceMs })));
+    this.reader.stop();
+    this.repo.connections.closeAll();
+    this.emitter.removeAllListeners();
+  }
+
+  // ── used by Agent and Backlog ───────────────────────────────────────────────────────────
+
+  /** @internal */
+  agentInfo(id: string): Promise<AgentInfo> {
+    this.ensureOpen();
+    return this.repo.getAgent(id);
+  }
+
+  /** @internal */
+  async assignTo(agentId: string, input: string | TaskInput | Task): Promise<TaskRecord> {
+    this.ensureOpen();
+    return this.createTask(input, agentId);
+  }
+
+  /** @internal */
+  inboxOf(agentId: string): Promise<Message[]> {
+    this.ensureOpen();
+    return this.repo.inbox(agentId);
+  }
+
+  /** @internal */
+  async controlAgent(agentId: string, action: 'pause' | 'resume' | 'drain' | 'stop', force = false): Promise<void> {
+    this.ensureOpen();
+    await this.repo.control(agentId, action, force);
+    const local = this.workers.get(agentId);
+    // The worker hears the change from the stream too; acting here makes a local stop immediate.
+    if (action === 'stop' && local) {
+      const stopping = local.stop({ force });
+      if (force) await stopping;
+    }
+  }
+
+  /** @internal */
+  async restartAgent(agentId: string): Promise<void> {
+    this.ensureOpen();
+    const info = await this.repo.getAgent(agentId);
+    const local = this.workers.get(agentId);
+    if (local) await local.stop({ graceMs: this.settings.closeGraceMs });
+    const work = this.workOptions.get(agentId) ?? { cli: info.cli };
+    await this.startWorker(new Agent(this, agentId, info.name), work, this.executorFor(info.name, work));
+  }
+
+  /** @internal */
+  async removeAgent(agentId: string): Promise<void> {
+    this.ensureOpen();
+    await this.workers.get(agentId)?.stop({ force: true });
+    await this.repo.removeAgent(agentId);
+    this.workOptions.delete(agentId);
+  }
+
+  /** @internal */
+  waitForAgentIdle(agentId: string, name: string, options?: WaitOptions): Promise<void> {
+    this.ensureOpen();
+    checkWaitOptions(options);
+    return waitUntil(
+      {
+        reader: this.reader,
+        closing: this.closing.signal,
+        what: `agent ${name} to be idle`,
+        relevant: (event) => event.agentId === agentId,
+        check: async () => {
+          const probe = await this.repo.idleProbe(agentId);
+          if (probe.state === '') throw new AgentNotFoundError(`Agent ${name} was removed while waiting for it.`);
+          if (probe.state === 'error') {
+            throw new AgentErrorStateError(`Agent ${name} is in error: ${probe.error || 'unknown cause'}. Restart it with agent.restart().`);
+          }
+          return probe.currentTask === '' && probe.queued === 0 && probe.claimed === 0 ? true : undefined;
+        },
+      },
+      options,
+    ).then(() => undefined);
+  }
+
+  /** @internal */
+  createBacklogTask(input: string | TaskInput | Task): Promise<TaskRecord> {
+    this.ensureOpen();
+    return this.createTask(input, undefined);
+  }
+
+  /** @internal */
+  async backlogTasks(): Promise<TaskRecord[]> {
+    this.ensureOpen();
+    const ids = await this.repo.backlogIds();
+    const tasks = await Promise.all(ids.map((id) => this.repo.getTask(id).catch(() => undefined)));
+    return tasks.filter((t): t is TaskRecord => t !== undefined);
+  }
+
+  /** @internal */
+  async claimBacklogTask(taskId: string, agentRef: string): Promise<TaskRecord> {
+    this.ensureOpen();
+    checkId(taskId, 'task id');
+    const agentId = await this.repo.resolveAgent(agentRef);
+    await this.repo.claimBacklog(taskId, agentId);
+    return this.repo.getTask(taskId);
+  }
+
+  /** @internal */
+  async removeBacklogTask(taskId: string, reason = 'removed from the backlog'): Promise<void> {
+    this.ensureOpen();
+    checkId(taskId, 'task id');
+    await this.repo.removeFromBacklog(taskId, reason);
+  }
+
+  // ── internals ───────────────────────────────────────────────────────────────────────────
+
+  private async createTask(input: string | TaskInput | Task, agentId: string | undefined): Promise<TaskRecord> {
+    const task = parseTaskInput(input);
+    this.checkSize(task.description, 'task description');
+    const { id, at: created } = await this.repo.createTask(task, agentId);
+    return {
+      id,
+      description: task.description,
+      state: agentId === undefined ? 'pending' : 'assigned',
+      ...(agentId !== undefined && { assignedTo: agentId }),
+      createdAt: created,
+      updatedAt: created,
+      ...(task.parentId !== undefined && { parentId: task.parentId }),
+      tags: [...(task.tags ?? [])],
+      attempts: 0,
+      maxAttempts: task.maxAttempts ?? 3,
+      priority: task.priority ?? 'normal',
+      ...(task.timeoutMs !== undefined && { timeoutMs: task.timeoutMs }),
+    };
+  }
+
+  private executorFor(name: string, options: AgentWorkOptions): Executor {
+    if (options.run !== undefined) return handlerExecutor(options.run);
+    if (options.cli === undefined) {
+      throw new InvalidArgumentError(`Agent ${name} needs a cli (preset, custom name or { command }) or a run handler.`);
+    }
+    return cliExecutor({
+      definition: resolveCli(options.cli, this.config.clis),
+      runner: options.runner ?? defaultRunner,
+      root: this.root,
+      ...(options.instructions !== undefined && { instructions: options.instructions }),
+      ...(options.cwd !== undefined && { cwd: resolve(this.root, options.cwd) }),
+      ...(options.env !== undefined && { env: options.env }),
+    });
+  }
+
+  private async startWorker(agent: Agent, options: AgentWorkOptions, executor: Executor): Promise<Worker> {
+    const worker = new Worker(
+      {
+        town: this,
+        agent,
+        repo: this.repo,
+        connections: this.repo.connections,
+        reader: this.reader,
+        root: this.root,
+        report: (err) => this.report(err),
+      },
+      {
+        executor,
+        leaseMs: options.leaseMs ?? this.settings.leaseMs,
+        claimBacklog: (options as AgentOptions).claimBacklog === true,
+        ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
+      },
+    );
+    await worker.start();
+    this.workers.set(agent.id, worker);
+    void worker.done.then(() => {
+      if (this.workers.get(agent.id) === worker) this.workers.delete(agent.id);
+    });
+    return worker;
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      const interval = Math.max(50, Math.floor(this.settings.leaseMs / 2));
+      if (await this.repo.takeSweepTurn(interval)) await this.repo.sweep(this.settings.retentionMs, RETENTION_BATCH);
+    } catch (err) {
+      this.report(err);
+    }
+  }
+
+  private checkSize(text: string, what: string): void {
+    const bytes = Buffer.byteLength(text, 'utf8');
+    if (bytes > this.settings.maxDescriptionBytes) {
+      throw new DescriptionTooLargeError(
+        `The ${what} is ${bytes} bytes; the limit is ${this.settings.maxDescriptionBytes} (maxDescriptionBytes). Put large material in a file and reference its path.`,
+      );
+    }
+  }
+
+  private report(err: unknown): void {
+    if (this.closing.signal.aborted) return;
+    this.emitter.emit('error', err);
+  }
+
+  private ensureOpen(): void {
+    if (this.closing.signal.aborted) throw new TownClosedError(`Town ${this.name} is closed; open it again with Town.connect().`);
+  }
+}
+
+function cliLabel(options: AgentOptions): string {
+  if (typeof options.cli === 'string') return options.cli;
+  if (options.cli !== undefined) return options.cli.command;
+  return options.run !== undefined ? 'in-process' : 'unset';
+}
+
+const AGENT_OPTION_KEYS = new Set([
+  'cli', 'run', 'runner', 'role', 'nickname', 'instructions', 'cwd', 'env', 'timeoutMs', 'maxAttempts',
+  'start', 'claimBacklog', 'tags', 'leaseMs',
+]);
+
+function checkAgentOptions(options: AgentOptions): void {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Agent options must be an object or a CLI name.');
+  const unknown = Object.keys(options).filter((k) => !AGENT_OPTION_KEYS.has(k));
+  if (unknown.length > 0) throw new InvalidArgumentError(`Unknown agent option(s): ${unknown.join(', ')}.`);
+  if (options.run !== undefined && typeof options.run !== 'function') throw new InvalidArgumentError('run must be a function.');
+  if (options.run !== undefined && options.cli !== undefined) throw new InvalidArgumentError('Give either cli or run, not both.');
+  for (const key of ['timeoutMs', 'leaseMs'] as const) {
+    const v = options[key];
+    if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new InvalidArgumentError(`${key} must be a positive integer (ms).`);
+  }
+  for (const key of ['role', 'nickname', 'instructions', 'cwd'] as const) {
+    const v = options[key];
+    if (v !== undefined && typeof v !== 'string') throw new InvalidArgumentError(`${key} must be a string.`);
+  }
+  if (options.tags !== undefined && (!Array.isArray(options.tags) || options.tags.some((t) => typeof t !== 'string'))) {
+    throw new InvalidArgumentError('tags must be an array of strings.');
+  }
+}
+
+function checkEventType(type: string): void {
+  if (!(TOWN_EVENT_TYPES as readonly string[]).includes(type)) {
+    throw new InvalidArgumentError(`Unknown event type "${type}". Known: ${TOWN_EVENT_TYPES.join(', ')}.`);
+  }
+}
+
+function checkId(id: unknown, what: string): void {
+  if (typeof id !== 'string' || id.length === 0 || id.length > 128) throw new InvalidArgumentError(`A ${what} must be a non-empty string.`);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,99 @@
+/**
+ * Waiting on town state without polling: subscribe to the event stream first, then check the
+ * state, then re-check on each relevant event. Timeouts and signals clean up after themselves.
+ *
+ * @module
+ */
+import { AbortedError, InvalidArgumentError, TimeoutError } from './errors.js';
+import type { EventReader } from './events/reader.js';
+import type { TownEvent } from './events/types.js';
+
+/** Options of every wait. */
+export interface WaitOptions {
+  /** Reject with {@link TimeoutError} after this many milliseconds. Default: wait forever. */
+  timeoutMs?: number;
+  /** Reject with {@link AbortedError} when aborted. */
+  signal?: AbortSignal;
+}
+
+/** What a wait is made of. */
+export interface WaitSpec<T> {
+  reader: EventReader;
+  /** Resolves with a value when the wait is over, `undefined` to keep waiting; throws to fail. */
+  check: () => Promise<T | undefined>;
+  /** Which events may change the answer. */
+  relevant: (event: TownEvent) => boolean;
+  /** For messages: "agent backend to be idle". */
+  what: string;
+  /** Aborted when the town closes. */
+  closing: AbortSignal;
+}
+
+/** Validates wait options; shared by every public wait. */
+export function checkWaitOptions(options: WaitOptions | undefined): void {
+  const timeout = options?.timeoutMs;
+  if (timeout !== undefined && (!Number.isFinite(timeout) || timeout < 0)) {
+    throw new InvalidArgumentError(`timeoutMs must be a non-negative number of milliseconds, got ${String(timeout)}.`);
+  }
+}
+
+/** Runs one wait. */
+export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {}): Promise<T> {
+  checkWaitOptions(options);
+  const { signal, timeoutMs } = options;
+  if (signal?.aborted) throw new AbortedError(`Stopped waiting for ${spec.what}: aborted.`, { cause: signal.reason });
+  if (spec.closing.aborted) throw spec.closing.reason;
+  await spec.reader.ensureStarted();
+
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    let checking = false;
+    let again = false;
+
+    const finish = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      unsubscribe();
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      spec.closing.removeEventListener('abort', onClose);
+      fn();
+    };
+    const onAbort = (): void =>
+      finish(() => reject(new AbortedError(`Stopped waiting for ${spec.what}: aborted.`, { cause: signal?.reason })));
+    const onClose = (): void => finish(() => reject(spec.closing.reason));
+
+    // Serialised re-checks: an event arriving mid-check schedules exactly one more.
+    const recheck = async (): Promise<void> => {
+      if (checking) {
+        again = true;
+        return;
+      }
+      checking = true;
+      do {
+        again = false;
+        try {
+          const value = await spec.check();
+          if (value !== undefined) finish(() => resolve(value));
+        } catch (err) {
+          finish(() => reject(err));
+        }
+      } while (again && !settled);
+      checking = false;
+    };
+
+    const unsubscribe = spec.reader.subscribe((event) => {
+      if (!settled && spec.relevant(event)) void recheck();
+    });
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(
+            () => finish(() => reject(new TimeoutError(`Timed out after ${timeoutMs} ms waiting for ${spec.what}.`))),
+            timeoutMs,
+          );
+    signal?.addEventListener('abort', onAbort, { once: true });
+    spec.closing.addEventListener('abort', onClose, { once: true });
+    void recheck();
+  });
+}

@@ -1,0 +1,133 @@
+/**
+ * How a worker turns one claimed task into an outcome: an in-process handler, or a CLI run
+ * through a {@link ProcessRunner}.
+ *
+ * @module
+ */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { TaskContext, TaskHandler } from '../agent.js';
+import { decodeMessage, type Message } from '../message.js';
+import { runCli, type CliDefinition } from '../runner/cli.js';
+import type { ProcessRunner } from '../runner/process-runner.js';
+import type { TaskRecord, TaskUsage } from '../task.js';
+
+/** The outcome of one run. */
+export type RunOutcome = { ok: true; text: string; usage?: TaskUsage } | { ok: false; text: string };
+
+/** What an executor gets besides the task. */
+export interface RunContext extends Omit<TaskContext, 'log' | 'messages'> {
+  notes: Message[];
+  logFile: string;
+  /** The timeout that applies (task's own, else the agent's). */
+  timeoutMs?: number;
+  taskEnv: Record<string, string>;
+}
+
+/** Runs one task. Never throws: every failure is an outcome. */
+export type Executor = (task: TaskRecord, context: RunContext) => Promise<RunOutcome>;
+
+/** Wraps an in-process handler: its value is the result, its rejection the error. */
+export function handlerExecutor(run: TaskHandler): Executor {
+  return async (task, context) => {
+    const { notes, logFile, timeoutMs, taskEnv: _env, ...rest } = context;
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(context.signal.reason);
+    context.signal.addEventListener('abort', onAbort, { once: true });
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => controller.abort(new Error(`timed out after ${timeoutMs}ms`)), timeoutMs);
+    const log = (line: string): void => {
+      mkdirSync(dirname(logFile), { recursive: true });
+      appendFileSync(logFile, `${line}\n`);
+    };
+    try {
+      const aborted = new Promise<never>((_, reject) => {
+        if (controller.signal.aborted) reject(controller.signal.reason);
+        controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+      });
+      aborted.catch(() => undefined);
+      const value = await Promise.race([
+        Promise.resolve(run(task, { ...rest, signal: controller.signal, messages: notes, log })),
+        aborted,
+      ]);
+      return { ok: true, text: stringify(value) };
+    } catch (err) {
+      return { ok: false, text: describeError(err) };
+    } finally {
+      clearTimeout(timer);
+      context.signal.removeEventListener('abort', onAbort);
+    }
+  };
+}
+
+/** Runs a CLI per task: prompt built from the task, instructions and notes; never a shell. */
+export function cliExecutor(options: {
+  definition: CliDefinition;
+  runner: ProcessRunner;
+  root: string;
+  instructions?: string;
+  cwd?: string;
+  env?: Record<string, string>;
+}): Executor {
+  return async (task, context) => {
+    const result = await runCli({
+      definition: options.definition,
+      prompt: buildPrompt(task, options.instructions, context.notes),
+      cwd: options.cwd ?? options.root,
+      env: { ...childEnvironment(), ...options.env, ...context.taskEnv },
+      logFile: context.logFile,
+      promptDir: join(options.root, '.tt', 'prompts'),
+      runner: options.runner,
+      signal: context.signal,
+      ...(context.timeoutMs !== undefined && { timeoutMs: context.timeoutMs }),
+    });
+    return result.ok ? { ok: true, text: result.text } : { ok: false, text: result.error ?? `failed (${result.reason ?? 'unknown'})` };
+  };
+}
+
+/**
+ * The prompt: the task alone when there is nothing else, so what the user wrote reaches the
+ * CLI byte for byte; otherwise instructions, the task and waiting messages in sections.
+ */
+export function buildPrompt(task: TaskRecord, instructions: string | undefined, notes: readonly Message[]): string {
+  if (!instructions && notes.length === 0) return task.description;
+  const parts: string[] = [];
+  if (instructions) parts.push(instructions.trim(), '');
+  parts.push('## Task', '', task.description);
+  if (notes.length > 0) {
+    parts.push('', '## Messages for you', '');
+    for (const note of notes) parts.push(`- (${note.type} from ${note.from}) ${note.text ?? ''}`);
+  }
+  return parts.join('\n');
+}
+
+/** Parses the raw notes the start script returned. */
+export function parseNotes(raw: readonly string[]): Message[] {
+  return raw.map(decodeMessage).filter((m): m is Message => m !== undefined);
+}
+
+/** Variables that could hand the agent our Redis credentials never reach its process. */
+const WITHHELD_ENV = /^(REDIS_URL|REDIS_PASSWORD|REDISCLI_AUTH|TINYTOWN_REDIS_.*)$/;
+
+function childEnvironment(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !WITHHELD_ENV.test(k)) env[k] = v;
+  return env;
+}
+
+function stringify(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value === 'string') return value;
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return stringify(err) || 'failed';
+}

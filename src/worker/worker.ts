@@ -1,0 +1,312 @@
+/**
+ * A worker serves one agent: it blocks on the agent's inbox, claims one entry at a time by an
+ * atomic move into its own processing list, runs it, records the outcome (fenced), and holds a
+ * lease for as long as it lives — including while a long process runs.
+ *
+ * @module
+ */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import pRetry from 'p-retry';
+import type { Agent } from '../agent.js';
+import { WorkerActiveError } from '../errors.js';
+import { waitForReady, withWatchdog, type EventReader } from '../events/reader.js';
+import type { TownEvent } from '../events/types.js';
+import type { Connections } from '../store/connection.js';
+import type { Repository } from '../store/repository.js';
+import type { TaskRecord } from '../task.js';
+import type { Town } from '../town.js';
+import { parseNotes, type Executor } from './executor.js';
+
+/** How long one BLMOVE blocks; the watchdog allows this plus a grace period. */
+const BLOCK_SECONDS = 5;
+const WATCHDOG_MS = BLOCK_SECONDS * 1000 + 3_000;
+/** Notes handed to one prompt at most. */
+const MAX_NOTES = 50;
+
+/** Everything a worker needs from its town. */
+export interface WorkerDeps {
+  town: Town;
+  agent: Agent;
+  repo: Repository;
+  connections: Connections;
+  reader: EventReader;
+  root: string;
+  report: (err: unknown) => void;
+}
+
+/** A worker's settings. */
+export interface WorkerSettings {
+  executor: Executor;
+  leaseMs: number;
+  claimBacklog: boolean;
+  timeoutMs?: number;
+}
+
+/** Why a running task was interrupted. */
+type Interruption = 'cancelled' | 'handback' | 'lease-lost';
+
+interface CurrentRun {
+  task: TaskRecord;
+  controller: AbortController;
+  interruption?: Interruption;
+}
+
+/**
+ * A running worker. Obtain one from `town.spawnAgent` (implicitly) or `town.runWorker`.
+ *
+ * @example
+ * ```ts
+ * const worker = await town.runWorker('backend', { cli: 'codex' });
+ * process.once('SIGTERM', () => void worker.stop());
+ * await worker.done;
+ * ```
+ */
+export class Worker {
+  /** This worker instance's id; leases and processing lists belong to it. */
+  readonly id = randomUUID();
+  /** Settles when the worker has stopped and released everything. */
+  readonly done: Promise<void>;
+
+  private conn: Redis | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private current: CurrentRun | undefined;
+  private stopping = false;
+  private handback = false;
+  private resync = false;
+  private stateVersion = 0;
+  private wake: (() => void) | undefined;
+  private resolveDone!: () => void;
+
+  /** @internal */
+  constructor(
+    private readonly deps: WorkerDeps,
+    private readonly settings: WorkerSettings,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+  }
+
+  /** The agent this worker serves. */
+  get agent(): Agent {
+    return this.deps.agent;
+  }
+
+  /** Registers with Redis (taking over from a dead predecessor) and starts the loop. */
+  async start(): Promise<void> {
+    const { repo, reader, connections, agent } = this.deps;
+    await reader.ensureStarted();
+    this.unsubscribe = reader.subscribe((event) => this.onEvent(event));
+    try {
+      this.conn = await connections.openBlocking(`worker:${agent.name}`);
+      await repo.registerWorker(agent.id, this.id, this.settings.leaseMs);
+    } catch (err) {
+      this.unsubscribe();
+      if (this.conn) connections.dropBlocking(this.conn);
+      this.resolveDone();
+      throw err;
+    }
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(this.settings.leaseMs / 3)));
+    void this.loop(this.conn).finally(() => this.resolveDone());
+  }
+
+  /**
+   * Stops the worker. A running task gets `graceMs` to finish; after that (or at once with
+   * `force`) its process is stopped and the task goes back to the head of the agent's queue.
+   */
+  async stop(options: { graceMs?: number; force?: boolean } = {}): Promise<void> {
+    this.requestStop(options.force === true);
+    if (this.current && !options.force && options.graceMs !== undefined) {
+      const timer = setTimeout(() => this.interrupt('handback'), options.graceMs);
+      await this.done;
+      clearTimeout(timer);
+    }
+    await this.done;
+  }
+
+  private requestStop(force: boolean): void {
+    this.stopping = true;
+    if (force) this.interrupt('handback');
+    this.wake?.();
+    // Unblock a waiting BLMOVE; an entry it moved meanwhile is handed back on release.
+    if (this.conn && !this.current) this.deps.connections.dropBlocking(this.conn);
+  }
+
+  private interrupt(why: Interruption): void {
+    const run = this.current;
+    if (!run || run.interruption) return;
+    run.interruption = why;
+    if (why === 'handback') this.handback = true;
+    run.controller.abort(new Error(why === 'cancelled' ? 'task cancelled' : `worker stopping (${why})`));
+  }
+
+  private onEvent(event: TownEvent): void {
+    const { agent } = this.deps;
+    if (event.type === 'task.cancelled' && event.taskId !== undefined && event.taskId === this.current?.task.id) {
+      this.interrupt('cancelled');
+      return;
+    }
+    if (event.type === 'backlog.added' && this.settings.claimBacklog && !this.current && !this.stopping) {
+      void this.deps.repo.autoClaim(agent.id).catch(this.deps.report);
+      return;
+    }
+    if (event.agentId !== agent.id) return;
+    if (event.type === 'agent.removed') {
+      this.requestStop(true);
+    } else if (event.type === 'agent.state') {
+      this.stateVersion++;
+      if (event.data.newState === 'stopped' || event.data.newState === 'error') this.requestStop(event.data.force === true);
+      this.wake?.();
+    }
+  }
+
+  private async loop(conn: Redis): Promise<void> {
+    const { repo, agent, report } = this.deps;
+    if (this.settings.claimBacklog) await repo.autoClaim(agent.id).catch(report);
+    while (!this.stopping) {
+      const entry = await this.claim(conn);
+      if (entry === undefined || this.stopping) continue;
+      const versionBefore = this.stateVersion;
+      let started;
+      try {
+        started = await this.persist(() => repo.start(this.id, agent.id, entry, MAX_NOTES));
+      } catch (err) {
+        report(err);
+        this.resync = true;
+        continue;
+      }
+      if (started.kind === 'task') {
+        await this.execute(entry, started.fence, started.task, parseNotes(started.notes));
+      } else if (started.kind === 'held') {
+        if (started.state !== 'paused') break;
+        await this.waitForStateChange(versionBefore);
+      } else if (started.kind === 'lost') {
+        break;
+      }
+    }
+    await this.release();
+  }
+
+  /** The next inbox entry: first anything left in our processing list after a fault. */
+  private async claim(conn: Redis): Promise<string | undefined> {
+    const { repo, connections } = this.deps;
+    const keys = repo.keys;
+    try {
+      if (this.resync) {
+        const left = await connections.command.lindex(keys.processing(this.id), 0);
+        this.resync = false;
+        if (left) return left;
+      }
+      const entry = await withWatchdog(
+        conn,
+        conn.blmove(keys.inbox(this.deps.agent.id), keys.processing(this.id), 'LEFT', 'RIGHT', BLOCK_SECONDS),
+        WATCHDOG_MS,
+      );
+      return entry ?? undefined;
+    } catch (err) {
+      if (this.stopping) return undefined;
+      // The move may have happened without us seeing the reply: look in our list next time.
+      this.resync = true;
+      this.deps.report(err);
+      await waitForReady(conn);
+      return undefined;
+    }
+  }
+
+  private async execute(entry: string, fence: string, task: TaskRecord, notes: ReturnType<typeof parseNotes>): Promise<void> {
+    const { town, agent, root, repo } = this.deps;
+    const controller = new AbortController();
+    const run: CurrentRun = { task, controller };
+    this.current = run;
+    const timeoutMs = task.timeoutMs ?? this.settings.timeoutMs;
+    const outcome = await this.settings.executor(task, {
+      signal: controller.signal,
+      agent,
+      town,
+      attempt: task.attempts,
+      notes,
+      logFile: join(root, '.tt', 'logs', agent.name, `${task.id}.log`),
+      ...(timeoutMs !== undefined && { timeoutMs }),
+      taskEnv: {
+        TINYTOWN_TOWN: town.name,
+        TINYTOWN_AGENT_ID: agent.id,
+        TINYTOWN_AGENT_NAME: agent.name,
+        TINYTOWN_TASK_ID: task.id,
+      },
+    });
+    this.current = undefined;
+    // Handed back or lease lost: the entry stays claimed; release (or a reclaim) requeues it.
+    if (run.interruption === 'handback' || run.interruption === 'lease-lost') return;
+    try {
+      await this.persist(() =>
+        repo.finish({
+          workerId: this.id,
+          agentId: agent.id,
+          taskId: task.id,
+          fence,
+          entry,
+          outcome: outcome.ok ? 'completed' : 'failed',
+          text: outcome.text,
+          ...(outcome.ok && outcome.usage && { usage: JSON.stringify(outcome.usage) }),
+          notesUsed: notes.length,
+        }),
+      );
+    } catch (err) {
+      // Could not record it: the lease lapses and the task is reclaimed, never lost.
+      this.deps.report(err);
+      return;
+    }
+    if (this.settings.claimBacklog && !this.stopping) await repo.autoClaim(agent.id).catch(this.deps.report);
+  }
+
+  /** Retries a state write through connection faults; gives up only when the worker is stopping hard. */
+  private persist<T>(write: () => Promise<T>): Promise<T> {
+    return pRetry(write, {
+      retries: 200,
+      minTimeout: 50,
+      maxTimeout: 1_000,
+      shouldRetry: () => !this.handback,
+    });
+  }
+
+  private waitForStateChange(since: number): Promise<void> {
+    if (this.stateVersion !== since || this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.wake = () => {
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  private async heartbeat(): Promise<void> {
+    const { repo, agent, report } = this.deps;
+    try {
+      if (await repo.heartbeat(this.id, agent.id, this.settings.leaseMs)) return;
+    } catch (err) {
+      report(err); // Redis unreachable: keep running; the lease decides
+      return;
+    }
+    // Our lease lapsed (frozen, cut off): the work may be running elsewhere now.
+    this.interrupt('lease-lost');
+    try {
+      await repo.registerWorker(agent.id, this.id, this.settings.leaseMs);
+    } catch (err) {
+      if (!(err instanceof WorkerActiveError)) report(err);
+      this.requestStop(false);
+    }
+  }
+
+  private async release(): Promise<void> {
+    clearInterval(this.heartbeatTimer);
+    this.unsubscribe?.();
+    const { repo, agent, connections, report } = this.deps;
+    if (this.conn) connections.dropBlocking(this.conn);
+    try {
+      await pRetry(() => repo.releaseWorker(this.id, agent.id, 'stopped', 'worker stopped'), { retries: 5, minTimeout: 50 });
+    } catch (err) {
+      report(err); // the lease expires and the sweeper hands the work back
+    }
+  }
+}

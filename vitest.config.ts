@@ -1,0 +1,22 @@
+import { readFile } from 'node:fs/promises';
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  plugins: [
+    {
+      // Same as tsup's `loader: { '.lua': 'text' }`: a .lua import is its source text.
+      name: 'lua-as-text',
+      async load(id) {
+        if (!id.endsWith('.lua')) return null;
+        return `export default ${JSON.stringify(await readFile(id, 'utf8'))};`;
+      },
+    },
+  ],
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/helpers/global-setup.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 30_000,
+    pool: 'forks',
+  },
+});
