@@ -20,7 +20,7 @@ import {
   WorkerActiveError,
 } from './errors.js';
 import { EventReader } from './events/reader.js';
-import { compareIds, TOWN_EVENT_TYPES, type TownEvent, type TownEventMap, type TownEventType } from './events/types.js';
+import { compareIds, parseEvent, TOWN_EVENT_TYPES, type TownEvent, type TownEventMap, type TownEventType } from './events/types.js';
 import type { Message, SendOptions } from './message.js';
 import { ensureManagedRedis } from './redis-server/managed.js';
 import { defaultRunner } from './runner/child-process-runner.js';
@@ -527,7 +527,6 @@ export class Town implements AsyncDisposable {
 
   /** Events from `start` up to the reader's position, in pages. */
   private async *history(start: string, end: string): AsyncGenerator<TownEvent> {
-    const { parseEvent } = await import('./events/types.js');
     let cursor = start;
     for (;;) {
       const page = await this.repo.connections.command.xrange(this.repo.keys.events, cursor, end, 'COUNT', 500);
