@@ -12,8 +12,8 @@ process.stdout.write(`${respond(prompt.toLowerCase(), task)}\n`);
 
 function respond(text, task) {
   if (text.includes('review')) return review(task);
+  if (/\b(implement|build|fix)\b/.test(text)) return implementation(text, task);
   if (text.includes('design')) return design(task);
-  if (/\b(implement|backend|frontend|build|fix)\b/.test(text)) return implementation(text, task);
   return `Done: ${task || 'nothing to do'}.`;
 }
 
