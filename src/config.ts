@@ -55,7 +55,8 @@ export interface TownOptions {
 
 const name = z.string().regex(NAME_PATTERN, 'must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$');
 
-const cliDefinitionSchema = z.strictObject({
+/** Schema of a custom CLI definition (`clis` in tinytown.json, or inline in agent options). */
+export const cliDefinitionSchema = z.strictObject({
   command: z.string().min(1),
   args: z.array(z.string()).optional(),
   prompt: z.enum(['stdin', 'arg', 'file']).optional(),
@@ -89,7 +90,13 @@ export interface TownConfig {
 const optionsSchema = z.strictObject({
   name: name.optional(),
   create: z.boolean().optional(),
-  redis: z.unknown().optional(),
+  // A URL, ioredis options or a client; anything else would silently mean localhost:6379.
+  redis: z
+    .custom<RedisInput>(
+      (v) => (typeof v === 'string' ? v.length > 0 : typeof v === 'object' && v !== null && !Array.isArray(v)),
+      'must be a redis://, rediss:// or unix:// URL, ioredis options or an ioredis client',
+    )
+    .optional(),
   keyLayout: z.enum(['cluster', 'tinytown']).optional(),
   leaseMs: z.number().int().min(100).optional(),
   connectTimeoutMs: z.number().int().positive().optional(),
@@ -161,9 +168,17 @@ export async function loadConfig(dir: string, options: TownOptions): Promise<Tow
 
 const run = promisify(execFile);
 
+/**
+ * Variables that point git at another repository. A git hook (or a tool) exports them, and they
+ * would make git describe that repository instead of the town's folder.
+ */
+const GIT_LOCATION_ENV = ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_COMMON_DIR', 'GIT_INDEX_FILE', 'GIT_PREFIX', 'GIT_NAMESPACE'];
+
 async function git(dir: string, args: string[]): Promise<string | undefined> {
+  const env = { ...process.env };
+  for (const name of GIT_LOCATION_ENV) delete env[name];
   try {
-    const { stdout } = await run('git', args, { cwd: dir, timeout: 5_000 });
+    const { stdout } = await run('git', args, { cwd: dir, timeout: 5_000, env });
     return stdout.trim() || undefined;
   } catch {
     return undefined;
@@ -173,8 +188,10 @@ async function git(dir: string, args: string[]): Promise<string | undefined> {
 /** `<repo>-<branch>` inside a git work tree, else the folder name; always a valid name. */
 export async function deriveTownName(dir: string): Promise<string> {
   const top = await git(dir, ['rev-parse', '--show-toplevel']);
-  const branch = top ? await git(dir, ['rev-parse', '--abbrev-ref', 'HEAD']) : undefined;
-  const raw = top ? (branch && branch !== 'HEAD' ? `${basename(top)}-${branch}` : basename(top)) : basename(dir);
+  // `symbolic-ref` also names the branch of a fresh repository with no commit yet, where
+  // `rev-parse --abbrev-ref HEAD` fails; it fails on a detached HEAD, which has no branch.
+  const branch = top ? await git(dir, ['symbolic-ref', '--quiet', '--short', 'HEAD']) : undefined;
+  const raw = top ? (branch ? `${basename(top)}-${branch}` : basename(top)) : basename(dir);
   const cleaned = raw
     .replace(/[^A-Za-z0-9._-]+/g, '-')
     .replace(/^[^A-Za-z0-9]+/, '')

@@ -9,13 +9,23 @@ import { resolve } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
 import { Agent, type AgentInfo, type AgentOptions, type AgentWorkOptions } from './agent.js';
 import { Backlog } from './backlog.js';
-import { checkAgentName, loadConfig, parseTownOptions, type TownConfig, type TownOptions } from './config.js';
+import {
+  checkAgentName,
+  cliDefinitionSchema,
+  CONFIG_FILE,
+  loadConfig,
+  parseTownOptions,
+  type TownConfig,
+  type TownOptions,
+} from './config.js';
 import {
   AgentErrorStateError,
   AgentNotFoundError,
   ConfigInvalidError,
   DescriptionTooLargeError,
   InvalidArgumentError,
+  redact,
+  TinytownError,
   TownClosedError,
   WorkerActiveError,
 } from './errors.js';
@@ -30,8 +40,10 @@ import { keyPrefix, SUPERVISOR_ID } from './store/keys.js';
 import { Repository } from './store/repository.js';
 import { defineScripts } from './store/scripts.js';
 import {
+  formatIssues,
   parseTaskInput,
   TERMINAL_STATES,
+  type Priority,
   type Task,
   type TaskFilter,
   type TaskInput,
@@ -51,6 +63,9 @@ const DEFAULTS = {
   eventsMaxLen: 10_000,
   closeGraceMs: 10_000,
 };
+
+/** Longest wait for the event reader to catch up before a worker starts (normally a few ms). */
+const CATCH_UP_LIMIT_MS = 2_000;
 
 /** Expired tasks removed per sweep at most, so one sweep never blocks Redis for long. */
 const RETENTION_BATCH = 500;
@@ -163,11 +178,14 @@ export class Town implements AsyncDisposable {
       eventsMaxLen: options.eventsMaxLen ?? DEFAULTS.eventsMaxLen,
       closeGraceMs: options.closeGraceMs ?? DEFAULTS.closeGraceMs,
     };
-    const input: RedisInput =
-      options.redis ??
-      process.env.REDIS_URL ??
-      config.redis?.url ??
-      (await ensureManagedRedis(root, { durability: options.durability ?? 'default' })).url;
+    const configured: [RedisInput | undefined, string][] = [
+      [options.redis, 'options.redis'],
+      [process.env.REDIS_URL || undefined, 'REDIS_URL'], // `REDIS_URL=` (empty) means unset
+      [config.redis?.url, `${CONFIG_FILE} redis.url`],
+    ];
+    const [chosen, source] = configured.find(([value]) => value !== undefined) ?? [undefined, ''];
+    if (typeof chosen === 'string') checkRedisUrl(chosen, source);
+    const input: RedisInput = chosen ?? (await ensureManagedRedis(root, { durability: options.durability ?? 'default' })).url;
     const connections = await Connections.open(input, settings.connectTimeoutMs);
     defineScripts(connections.command);
     const layout = options.keyLayout ?? config.keyLayout ?? 'cluster';
@@ -194,7 +212,10 @@ export class Town implements AsyncDisposable {
     const options: AgentOptions = typeof cli === 'string' ? { cli } : (cli ?? {});
     checkAgentOptions(options);
     const start = options.start !== false;
+    // Resolved even for a cold agent: a mistyped preset must fail here, not when a worker attaches.
+    if (options.cli !== undefined) resolveCli(options.cli, this.config.clis);
     const executor = start ? this.executorFor(name, options) : undefined;
+    await this.localWorkerReleased(name);
     const { id } = await this.repo.spawnAgent({
       name,
       cli: cliLabel(options),
@@ -234,7 +255,7 @@ export class Town implements AsyncDisposable {
    * for (const a of await town.agents()) console.log(a.name, a.state);
    * ```
    */
-  agents(): Promise<AgentInfo[]> {
+  async agents(): Promise<AgentInfo[]> {
     this.ensureOpen();
     return this.repo.listAgents();
   }
@@ -278,7 +299,7 @@ export class Town implements AsyncDisposable {
     if (this.workers.has(agent.id)) {
       throw new WorkerActiveError(`Agent ${agent.name} already has a worker in this process.`);
     }
-    const work = options.cli !== undefined || options.run !== undefined ? options : { ...options, cli: (await agent.info()).cli };
+    const work = options.cli !== undefined || options.run !== undefined ? options : { ...options, cli: registeredCli(await agent.info()) };
     this.workOptions.set(agent.id, work);
     return this.startWorker(agent, work, this.executorFor(agent.name, work));
   }
@@ -293,7 +314,7 @@ export class Town implements AsyncDisposable {
    * const { state, result } = await town.task(id);
    * ```
    */
-  task(id: string): Promise<TaskRecord> {
+  async task(id: string): Promise<TaskRecord> {
     this.ensureOpen();
     checkId(id, 'task id');
     return this.repo.getTask(id);
@@ -310,6 +331,12 @@ export class Town implements AsyncDisposable {
   async tasks(filter: TaskFilter = {}): Promise<TaskRecord[]> {
     this.ensureOpen();
     const states = filter.state === undefined ? undefined : new Set(typeof filter.state === 'string' ? [filter.state] : filter.state);
+    // A mistyped state ('complete') would otherwise match nothing, silently.
+    for (const state of states ?? []) {
+      if (!TASK_STATES.has(state)) {
+        throw new InvalidArgumentError(`Unknown task state ${JSON.stringify(state)}: use ${[...TASK_STATES].join(', ')}.`);
+      }
+    }
     const limit = filter.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgumentError(`limit must be a positive integer, got ${String(limit)}.`);
     const agentId = filter.agent === undefined ? undefined : await this.repo.resolveAgent(filter.agent);
@@ -331,10 +358,10 @@ export class Town implements AsyncDisposable {
    * if (record.state === 'completed') console.log(record.result);
    * ```
    */
-  waitForTask(id: string, options?: WaitOptions): Promise<TaskRecord> {
+  async waitForTask(id: string, options?: WaitOptions): Promise<TaskRecord> {
     this.ensureOpen();
     checkId(id, 'task id');
-    return waitUntil(
+    const wait = waitUntil(
       {
         reader: this.reader,
         closing: this.closing.signal,
@@ -347,6 +374,7 @@ export class Town implements AsyncDisposable {
       },
       options,
     );
+    return this.untilClosed(wait);
   }
 
   /**
@@ -408,26 +436,9 @@ export class Town implements AsyncDisposable {
    */
   async send(to: string, text: string, options: SendOptions = {}): Promise<string> {
     this.ensureOpen();
-    if (typeof text !== 'string') throw new InvalidArgumentError('A message must be a string.');
-    this.checkSize(text, 'message');
+    const draft = await this.prepareMessage(text, options);
     const recipient = to === 'supervisor' || to === SUPERVISOR_ID ? SUPERVISOR_ID : await this.repo.resolveAgent(to);
-    const from = options.from === undefined ? SUPERVISOR_ID : await this.repo.resolveAgent(options.from);
-    const type = options.type ?? 'info';
-    if (!['task', 'query', 'info', 'ack'].includes(type)) {
-      throw new InvalidArgumentError(`Unknown message type "${String(type)}": use task, query, info or ack.`);
-    }
-    const priority = options.priority ?? 'normal';
-    if (!['low', 'normal', 'high', 'urgent'].includes(priority)) {
-      throw new InvalidArgumentError(`Unknown priority "${String(priority)}": use low, normal, high or urgent.`);
-    }
-    return this.repo.send({
-      to: recipient,
-      from,
-      type,
-      text,
-      priority,
-      ...(options.correlationId !== undefined && { correlationId: options.correlationId }),
-    });
+    return this.repo.send({ ...draft, to: recipient });
   }
 
   /**
@@ -440,10 +451,46 @@ export class Town implements AsyncDisposable {
    */
   async broadcast(text: string, options: Omit<SendOptions, 'type'> = {}): Promise<number> {
     this.ensureOpen();
+    // Checked once, up front: a bad message must fail the call, not silently reach nobody.
+    const draft = await this.prepareMessage(text, { ...options, type: 'info' });
     const ids = await this.repo.agentIds();
-    const sent = await Promise.all(ids.map((id) => this.send(id, text, { ...options, type: 'info' }).catch(() => undefined)));
+    const sent = await Promise.all(
+      ids.map((id) =>
+        this.repo.send({ ...draft, to: id }).catch((err: unknown) => {
+          if (err instanceof AgentNotFoundError) return undefined; // removed since the listing
+          throw err;
+        }),
+      ),
+    );
     await this.repo.publishBroadcast(JSON.stringify({ text, at: nowIso() }));
     return sent.filter((id) => id !== undefined).length;
+  }
+
+  /** Validates a message and its options (naming what is wrong) and resolves its sender. */
+  private async prepareMessage(
+    text: unknown,
+    options: SendOptions,
+  ): Promise<{ from: string; type: NonNullable<SendOptions['type']>; text: string; priority: Priority; correlationId?: string }> {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Send options must be an object.');
+    const unknown = Object.keys(options).filter((k) => !SEND_OPTION_KEYS.has(k));
+    if (unknown.length > 0) throw new InvalidArgumentError(`Unknown send option(s): ${unknown.join(', ')}.`);
+    if (typeof text !== 'string') throw new InvalidArgumentError('A message must be a string.');
+    this.checkSize(text, 'message');
+    const type = options.type ?? 'info';
+    if (!['task', 'query', 'info', 'ack'].includes(type)) {
+      throw new InvalidArgumentError(`Unknown message type "${String(type)}": use task, query, info or ack.`);
+    }
+    const priority = options.priority ?? 'normal';
+    if (!['low', 'normal', 'high', 'urgent'].includes(priority)) {
+      throw new InvalidArgumentError(`Unknown priority "${String(priority)}": use low, normal, high or urgent.`);
+    }
+    const { correlationId } = options;
+    // Stored as the wire's correlation_id, which readers expect to be a string.
+    if (correlationId !== undefined && (typeof correlationId !== 'string' || correlationId.length === 0)) {
+      throw new InvalidArgumentError('correlationId must be a non-empty string.');
+    }
+    const from = options.from === undefined ? SUPERVISOR_ID : await this.repo.resolveAgent(options.from);
+    return { from, type, text, priority, ...(correlationId !== undefined && { correlationId }) };
   }
 
   /**
@@ -454,7 +501,7 @@ export class Town implements AsyncDisposable {
    * for (const m of await town.inbox()) console.log(m.from, m.text);
    * ```
    */
-  inbox(): Promise<Message[]> {
+  async inbox(): Promise<Message[]> {
     this.ensureOpen();
     return this.repo.inbox(SUPERVISOR_ID);
   }
@@ -636,7 +683,7 @@ export class Town implements AsyncDisposable {
   // ── used by Agent and Backlog ───────────────────────────────────────────────────────────
 
   /** @internal */
-  agentInfo(id: string): Promise<AgentInfo> {
+  async agentInfo(id: string): Promise<AgentInfo> {
     this.ensureOpen();
     return this.repo.getAgent(id);
   }
@@ -648,7 +695,7 @@ export class Town implements AsyncDisposable {
   }
 
   /** @internal */
-  inboxOf(agentId: string): Promise<Message[]> {
+  async inboxOf(agentId: string): Promise<Message[]> {
     this.ensureOpen();
     return this.repo.inbox(agentId);
   }
@@ -671,7 +718,7 @@ export class Town implements AsyncDisposable {
     const info = await this.repo.getAgent(agentId);
     const local = this.workers.get(agentId);
     if (local) await local.stop({ graceMs: this.settings.closeGraceMs });
-    const work = this.workOptions.get(agentId) ?? { cli: info.cli };
+    const work = this.workOptions.get(agentId) ?? { cli: registeredCli(info) };
     await this.startWorker(new Agent(this, agentId, info.name), work, this.executorFor(info.name, work));
   }
 
@@ -684,10 +731,10 @@ export class Town implements AsyncDisposable {
   }
 
   /** @internal */
-  waitForAgentIdle(agentId: string, name: string, options?: WaitOptions): Promise<void> {
+  async waitForAgentIdle(agentId: string, name: string, options?: WaitOptions): Promise<void> {
     this.ensureOpen();
     checkWaitOptions(options);
-    return waitUntil(
+    const wait = waitUntil(
       {
         reader: this.reader,
         closing: this.closing.signal,
@@ -703,11 +750,12 @@ export class Town implements AsyncDisposable {
         },
       },
       options,
-    ).then(() => undefined);
+    );
+    await this.untilClosed(wait);
   }
 
   /** @internal */
-  createBacklogTask(input: string | TaskInput | Task): Promise<TaskRecord> {
+  async createBacklogTask(input: string | TaskInput | Task): Promise<TaskRecord> {
     this.ensureOpen();
     return this.createTask(input, undefined);
   }
@@ -773,7 +821,53 @@ export class Town implements AsyncDisposable {
     });
   }
 
+  /**
+   * Waits for this process's worker of a stopped (or errored, or removed) agent named `name` to
+   * finish releasing. Reviving the name before that lets the old worker's release mark the
+   * revived agent stopped again.
+   */
+  private async localWorkerReleased(name: string): Promise<void> {
+    for (const worker of [...this.workers.values()]) {
+      if (worker.agent.name !== name) continue;
+      const state = await this.repo.getAgent(worker.agent.id).then(
+        (info) => info.state,
+        () => undefined,
+      );
+      if (state === undefined || state === 'stopped' || state === 'error') await worker.done;
+    }
+  }
+
+  /**
+   * Resolves once the event reader has delivered every event already in the stream. A worker
+   * acts on the events it hears; one started while the reader lags behind would take the
+   * `stopped` that preceded a revival or restart for a fresh order and stop at once.
+   */
+  private async eventsCaughtUp(): Promise<void> {
+    await this.reader.ensureStarted();
+    const recent = await this.repo.connections.command.xrevrange(this.repo.keys.events, '+', '-', 'COUNT', 20);
+    // Entries this version cannot parse (another tool's) never reach listeners: aim at the newest it can.
+    const target = recent.find(([id, fields]) => parseEvent(id, fields) !== undefined)?.[0];
+    const reached = (): boolean =>
+      target === undefined || (this.reader.lastId !== undefined && compareIds(this.reader.lastId, target) >= 0);
+    if (reached()) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        unsubscribe();
+        this.closing.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const unsubscribe = this.reader.subscribe(() => {
+        if (reached()) done();
+      });
+      // Bounded: a reader cut off from Redis must not hold the worker back; it resyncs by itself.
+      const timer = setTimeout(done, CATCH_UP_LIMIT_MS);
+      this.closing.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
   private async startWorker(agent: Agent, options: AgentWorkOptions, executor: Executor): Promise<Worker> {
+    await this.eventsCaughtUp();
     const worker = new Worker(
       {
         town: this,
@@ -817,14 +911,35 @@ export class Town implements AsyncDisposable {
     }
   }
 
+  /**
+   * A wait that close() cut short rejects with TownClosedError, not with whatever the closed
+   * connections made of its last read ("Connection is closed.").
+   */
+  private untilClosed<T>(wait: Promise<T>): Promise<T> {
+    return wait.catch((err: unknown) => {
+      if (this.closing.signal.aborted && !(err instanceof TinytownError)) throw this.closing.signal.reason;
+      throw err;
+    });
+  }
+
   private report(err: unknown): void {
     if (this.closing.signal.aborted) return;
     this.emitter.emit('error', err);
   }
 
+  /** Every Promise-returning method is `async`, so this (like argument checks) rejects rather than throws. */
   private ensureOpen(): void {
     if (this.closing.signal.aborted) throw new TownClosedError(`Town ${this.name} is closed; open it again with Town.connect().`);
   }
+}
+
+/** The CLI an agent was registered with, for a worker started without one. */
+function registeredCli(info: AgentInfo): string {
+  // These labels name no CLI: resolving them would report an "unknown CLI" nobody typed.
+  if (info.cli === 'in-process' || info.cli === 'unset') {
+    throw new InvalidArgumentError(`Agent ${info.name} has no registered CLI (${info.cli}): give runWorker a { cli } or a { run } handler.`);
+  }
+  return info.cli;
 }
 
 function cliLabel(options: AgentOptions): string {
@@ -832,6 +947,10 @@ function cliLabel(options: AgentOptions): string {
   if (options.cli !== undefined) return options.cli.command;
   return options.run !== undefined ? 'in-process' : 'unset';
 }
+
+const SEND_OPTION_KEYS = new Set(['type', 'priority', 'from', 'correlationId']);
+
+const TASK_STATES: ReadonlySet<TaskState> = new Set(['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled']);
 
 const AGENT_OPTION_KEYS = new Set([
   'cli', 'run', 'runner', 'role', 'nickname', 'instructions', 'cwd', 'env', 'timeoutMs', 'maxAttempts',
@@ -844,6 +963,11 @@ function checkAgentOptions(options: AgentOptions): void {
   if (unknown.length > 0) throw new InvalidArgumentError(`Unknown agent option(s): ${unknown.join(', ')}.`);
   if (options.run !== undefined && typeof options.run !== 'function') throw new InvalidArgumentError('run must be a function.');
   if (options.run !== undefined && options.cli !== undefined) throw new InvalidArgumentError('Give either cli or run, not both.');
+  if (options.cli !== undefined && typeof options.cli !== 'string') {
+    // Checked like tinytown.json's `clis`: a bad inline definition must fail now, not on every task.
+    const parsed = cliDefinitionSchema.safeParse(options.cli);
+    if (!parsed.success) throw new InvalidArgumentError(`Invalid cli definition: ${formatIssues(parsed.error)}`, { cause: parsed.error });
+  }
   for (const key of ['timeoutMs', 'leaseMs'] as const) {
     const v = options[key];
     if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new InvalidArgumentError(`${key} must be a positive integer (ms).`);
@@ -854,6 +978,31 @@ function checkAgentOptions(options: AgentOptions): void {
   }
   if (options.tags !== undefined && (!Array.isArray(options.tags) || options.tags.some((t) => typeof t !== 'string'))) {
     throw new InvalidArgumentError('tags must be an array of strings.');
+  }
+  // Only `false` / `true` count for these: a truthy 'no' would silently start a worker, and so on.
+  for (const key of ['start', 'claimBacklog'] as const) {
+    const v = (options as AgentOptions)[key];
+    if (v !== undefined && typeof v !== 'boolean') throw new InvalidArgumentError(`${key} must be a boolean.`);
+  }
+  const { env } = options;
+  if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env) || Object.values(env).some((v) => typeof v !== 'string'))) {
+    throw new InvalidArgumentError('env must be an object of string values.');
+  }
+}
+
+/**
+ * A Redis URL must parse and use a scheme we speak. Checked here because `new URL` throws a bare
+ * TypeError that carries the whole URL, password included.
+ */
+function checkRedisUrl(url: string, source: string): void {
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    throw new ConfigInvalidError(`${source} is not a valid URL (${redact(url)}): use redis://[user:password@]host:port[/db], rediss://… or unix:///path/to/redis.sock.`);
+  }
+  if (protocol !== 'redis:' && protocol !== 'rediss:' && protocol !== 'unix:') {
+    throw new ConfigInvalidError(`${source} has the unsupported scheme "${protocol}" (${redact(url)}): use redis://, rediss:// or unix://.`);
   }
 }
 

@@ -94,6 +94,9 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
           );
     signal?.addEventListener('abort', onAbort, { once: true });
     spec.closing.addEventListener('abort', onClose, { once: true });
+    // An abort while the reader was starting fired before these listeners existed.
+    if (signal?.aborted) return onAbort();
+    if (spec.closing.aborted) return onClose();
     void recheck();
   });
 }

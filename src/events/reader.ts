@@ -29,13 +29,15 @@ export class EventReader {
   ) {}
 
   /**
-   * Starts the loop if needed and resolves with the id of the last event already delivered.
-   * Anything appended after that id reaches listeners registered from now on: subscribe, then
-   * read state, and no change in between is missed.
+   * Starts the loop if needed and resolves with the id of the last event already delivered
+   * (now, not when the loop started: events delivered since then are history). Anything
+   * appended after that id reaches listeners registered from now on: subscribe, then read
+   * state, and no change in between is missed.
    */
-  ensureStarted(): Promise<string> {
+  async ensureStarted(): Promise<string> {
     this.starting ??= this.start();
-    return this.starting;
+    const initial = await this.starting;
+    return this.position ?? initial;
   }
 
   /** Registers a listener synchronously; returns its removal. */
@@ -97,17 +99,26 @@ export class EventReader {
 
 /**
  * Rejects and reconnects when a blocking command outlives its own timeout: a connection that
- * died without a close (a cut network) would otherwise block the loop forever.
+ * died without a close (a cut network) would otherwise block the loop forever. Rejects at once
+ * when the connection closes under the command: ioredis neither re-sends nor rejects a command
+ * cut that way (`autoResendUnfulfilledCommands: false`), so without this the loop would sit
+ * until the timeout although Redis is back within milliseconds.
  */
 export function withWatchdog<T>(conn: Redis, pending: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let onClose: (() => void) | undefined;
   const watchdog = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       reject(new Error(`blocking command got no answer within ${ms} ms; reconnecting`));
       conn.disconnect(true);
     }, ms);
+    onClose = () => reject(new Error('connection closed during a blocking command; reconnecting'));
+    conn.once('close', onClose);
   });
-  return Promise.race([pending, watchdog]).finally(() => clearTimeout(timer));
+  return Promise.race([pending, watchdog]).finally(() => {
+    clearTimeout(timer);
+    if (onClose) conn.off('close', onClose);
+  });
 }
 
 /**

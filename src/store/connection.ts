@@ -119,7 +119,8 @@ export class Connections {
 
   /** Closes one blocking connection now (pending commands reject). */
   dropBlocking(conn: Redis): void {
-    this.blocking.delete(conn);
+    // A second disconnect of a closed connection arms an ioredis timer that keeps the process alive.
+    if (!this.blocking.delete(conn)) return;
     conn.disconnect();
   }
 

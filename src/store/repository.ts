@@ -111,15 +111,16 @@ export class Repository {
     return { id: String(id), revived: status === 1 };
   }
 
-  async registerWorker(agentId: string, workerId: string, leaseMs: number): Promise<string> {
-    const [status, detail] = await this.run('registerWorker', agentId, workerId, leaseMs);
+  /** Attaches a worker; returns the agent's state and the id of the newest event at that moment. */
+  async registerWorker(agentId: string, workerId: string, leaseMs: number): Promise<{ state: string; eventId: string }> {
+    const [status, detail, eventId] = await this.run('registerWorker', agentId, workerId, leaseMs);
     if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId);
     if (status === STATUS.WORKER_ACTIVE) {
       throw new WorkerActiveError(
         `Agent ${agentId} already has a live worker (${String(detail)}). Stop it first, or wait for its lease to expire if its process died.`,
       );
     }
-    return String(detail);
+    return { state: String(detail), eventId: String(eventId ?? '0-0') };
   }
 
   async heartbeat(workerId: string, agentId: string, leaseMs: number): Promise<boolean> {

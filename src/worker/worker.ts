@@ -12,7 +12,7 @@ import pRetry from 'p-retry';
 import type { Agent } from '../agent.js';
 import { WorkerActiveError } from '../errors.js';
 import { waitForReady, withWatchdog, type EventReader } from '../events/reader.js';
-import type { TownEvent } from '../events/types.js';
+import { compareIds, type TownEvent } from '../events/types.js';
 import type { Connections } from '../store/connection.js';
 import type { Repository } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
@@ -77,6 +77,13 @@ export class Worker {
   private handback = false;
   private resync = false;
   private stateVersion = 0;
+  /**
+   * The newest event when this worker registered: older agent state changes (a predecessor's
+   * `stopped`, delivered late by a lagging reader) are not orders for this worker. Until the
+   * registration returns, state events wait in `early`.
+   */
+  private registeredAt: string | undefined;
+  private early: TownEvent[] = [];
   private wake: (() => void) | undefined;
   private resolveDone!: () => void;
 
@@ -100,7 +107,7 @@ export class Worker {
     this.unsubscribe = reader.subscribe((event) => this.onEvent(event));
     try {
       this.conn = await connections.openBlocking(`worker:${agent.name}`);
-      await repo.registerWorker(agent.id, this.id, this.settings.leaseMs);
+      this.registered((await repo.registerWorker(agent.id, this.id, this.settings.leaseMs)).eventId);
     } catch (err) {
       this.unsubscribe();
       if (this.conn) connections.dropBlocking(this.conn);
@@ -141,6 +148,11 @@ export class Worker {
     run.controller.abort(new Error(why === 'cancelled' ? 'task cancelled' : `worker stopping (${why})`));
   }
 
+  private registered(eventId: string): void {
+    this.registeredAt = eventId;
+    for (const event of this.early.splice(0)) this.onEvent(event);
+  }
+
   private onEvent(event: TownEvent): void {
     const { agent } = this.deps;
     if (event.type === 'task.cancelled' && event.taskId !== undefined && event.taskId === this.current?.task.id) {
@@ -155,6 +167,11 @@ export class Worker {
     if (event.type === 'agent.removed') {
       this.requestStop(true);
     } else if (event.type === 'agent.state') {
+      if (this.registeredAt === undefined) {
+        this.early.push(event);
+        return;
+      }
+      if (compareIds(event.id, this.registeredAt) <= 0) return; // from before this worker attached
       this.stateVersion++;
       if (event.data.newState === 'stopped' || event.data.newState === 'error') this.requestStop(event.data.force === true);
       this.wake?.();
@@ -291,7 +308,7 @@ export class Worker {
     // Our lease lapsed (frozen, cut off): the work may be running elsewhere now.
     this.interrupt('lease-lost');
     try {
-      await repo.registerWorker(agent.id, this.id, this.settings.leaseMs);
+      this.registered((await repo.registerWorker(agent.id, this.id, this.settings.leaseMs)).eventId);
     } catch (err) {
       if (!(err instanceof WorkerActiveError)) report(err);
       this.requestStop(false);

@@ -1,5 +1,6 @@
--- control v1: pause, resume, drain or stop an agent. Written by the server, so a stop or pause
+-- control v2: pause, resume, drain or stop an agent. Written by the server, so a stop or pause
 -- issued during a run is never overwritten by the run's end.
+-- A drain stops at once only when nothing runs, nothing is queued and nothing is claimed.
 -- ARGV[5] agent id   ARGV[6] 'pause' | 'resume' | 'drain' | 'stop'   ARGV[7] '1' = force (stop)
 -- Returns {0, new state} · {E_AGENT_NOT_FOUND} · {E_INVALID_TRANSITION, state}
 local aid, action, force = ARGV[5], ARGV[6], ARGV[7]
@@ -17,7 +18,7 @@ elseif action == 'resume' then
   target = busy and 'working' or 'idle'
 elseif action == 'drain' then
   if state == 'stopped' or state == 'error' then return { 0, state } end
-  target = (busy or queue_len(aid) > 0) and 'draining' or 'stopped'
+  target = (busy or queue_len(aid) > 0 or claimed_len(aid) > 0) and 'draining' or 'stopped'
 elseif action == 'stop' then
   target = 'stopped'
 end

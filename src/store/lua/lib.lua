@@ -81,6 +81,14 @@ local function queue_len(aid)
   return redis.call('LLEN', key('inbox', aid)) + redis.call('LLEN', key('urgent', aid))
 end
 
+-- Entries the agent's current worker moved out of the inbox (BLMOVE) and has not acted on yet:
+-- still queued work as far as idleness and draining are concerned.
+local function claimed_len(aid)
+  local wid = redis.call('HGET', key('agent', aid), 'worker_id')
+  if not wid then return 0 end
+  return redis.call('LLEN', key('processing', wid))
+end
+
 -- After an agent's current task ended (however it ended): clear it and pick the next state.
 -- A pause, stop or error written meanwhile stays: the server settles races, not the worker.
 local function agent_after_task(aid, tid)
@@ -153,10 +161,12 @@ local function requeue_entry(raw, aid, mode, to_agent, why)
   end
 end
 
--- Empties a worker's processing list back into the queues and forgets the worker.
-local function release_worker(wid, mode, to_agent, why)
+-- Empties a worker's processing list back into the queues and forgets the worker. `known_aid`
+-- (optional) is the agent as the worker itself knows it: a worker that was reclaimed while
+-- frozen is no longer in the set of live workers, yet may have claimed entries since.
+local function release_worker(wid, mode, to_agent, why, known_aid)
   local plist = key('processing', wid)
-  local aid = redis.call('HGET', key('workers'), wid)
+  local aid = redis.call('HGET', key('workers'), wid) or known_aid
   local entries = redis.call('LRANGE', plist, 0, -1)
   -- newest first, so LPUSH leaves them at the head in their original order
   for i = #entries, 1, -1 do requeue_entry(entries[i], aid, mode, to_agent, why) end

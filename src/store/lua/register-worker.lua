@@ -1,7 +1,10 @@
--- register-worker v1: attaches a worker instance to an agent and takes its first lease.
+-- register-worker v2: attaches a worker instance to an agent and takes its first lease.
 -- A previous worker whose lease is gone has its claimed work handed back to this agent first.
+-- Also returns the id of the newest event at registration: agent state changes up to it
+-- (a predecessor's stop, say) are history for this worker, whenever its reader delivers them.
 -- ARGV[5] agent id   ARGV[6] worker id   ARGV[7] lease ms
--- Returns {0, state} · {E_AGENT_NOT_FOUND} · {E_WORKER_ACTIVE, other worker id}
+-- Returns {0, state, last event id ('0-0' if none)} · {E_AGENT_NOT_FOUND}
+--         · {E_WORKER_ACTIVE, other worker id}
 local aid, wid, lease_ms = ARGV[5], ARGV[6], ARGV[7]
 local akey = key('agent', aid)
 local state = redis.call('HGET', akey, 'state')
@@ -22,4 +25,5 @@ if state ~= 'paused' and state ~= 'draining' then
   local current = redis.call('HGET', akey, 'current_task')
   set_agent_state(aid, current and 'working' or 'idle', 'worker attached')
 end
-return { 0, redis.call('HGET', akey, 'state') }
+local last = redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]
+return { 0, redis.call('HGET', akey, 'state'), last and last[1] or '0-0' }

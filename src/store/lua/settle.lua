@@ -1,4 +1,4 @@
--- settle v1: external control of a task: cancel, complete or fail it, whatever its state.
+-- settle v2: external control of a task: cancel, complete or fail it, whatever its state.
 -- Queued entries are removed; a running task is settled here and its worker's later result is
 -- superseded (the worker hears task.cancelled and stops the process).
 -- ARGV[5] task id   ARGV[6] 'cancelled' | 'completed' | 'failed'   ARGV[7] result, error or reason
@@ -24,7 +24,8 @@ set_task_state(tkey, tid, state, outcome)
 emit({ type = 'task.' .. outcome, task_id = tid, agent_id = aid or nil, message = text, external = true, previous = state })
 if state == 'assigned' and aid then
   local astate = redis.call('HGET', key('agent', aid), 'state')
-  if astate == 'draining' and queue_len(aid) == 0 and not redis.call('HGET', key('agent', aid), 'current_task') then
+  if astate == 'draining' and queue_len(aid) == 0 and claimed_len(aid) == 0
+    and not redis.call('HGET', key('agent', aid), 'current_task') then
     set_agent_state(aid, 'stopped', 'drained')
   end
 end

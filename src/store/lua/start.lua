@@ -1,6 +1,7 @@
--- start v1: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
+-- start v2: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
 -- Work (task_assign, task, query) starts: task → running, attempts + 1, a fencing token,
--- agent → working. Informational messages and acks move to the agent's notes.
+-- agent → working. Informational messages and acks move to the agent's notes; when such an
+-- entry (or a discarded one) was the last, the agent settles: working → idle, draining → stopped.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] the raw entry   ARGV[8] max notes returned
 -- Returns
 --   {1, fence, task fields (flat HGETALL), notes (raw JSON list)}  work started
@@ -14,6 +15,16 @@ local akey, plist, inbox = key('agent', aid), key('processing', wid), key('inbox
 local function put_back()
   redis.call('LREM', plist, 1, raw)
   redis.call('LPUSH', inbox, raw)
+end
+
+-- The entry was consumed without starting work: settle the agent if nothing is left.
+local function settle_if_empty(state)
+  if redis.call('HGET', akey, 'current_task') or queue_len(aid) > 0 then return end
+  if state == 'working' then
+    set_agent_state(aid, 'idle', 'queue empty')
+  elseif state == 'draining' then
+    set_agent_state(aid, 'stopped', 'drained')
+  end
 end
 
 local state = redis.call('HGET', akey, 'state')
@@ -35,9 +46,7 @@ if msg and not tid then
   redis.call('RPUSH', key('notes', aid), raw)
   redis.call('LTRIM', key('notes', aid), -100, -1)
   emit({ type = 'message.received', agent_id = aid, message = 'note stored', message_id = msg.id, kind = msg.type })
-  if state == 'working' and not redis.call('HGET', akey, 'current_task') and queue_len(aid) == 0 then
-    set_agent_state(aid, 'idle', 'queue empty')
-  end
+  settle_if_empty(state)
   return { 4 }
 end
 
@@ -59,9 +68,7 @@ local t = tid and redis.call('HMGET', tkey, 'state', 'assigned_to') or {}
 if t[1] ~= 'assigned' or t[2] ~= aid then
   redis.call('LREM', plist, 1, raw)
   emit({ type = 'message.discarded', agent_id = aid, task_id = tid or nil, message = msg and 'task no longer assigned here' or 'unreadable inbox entry' })
-  if state == 'working' and not redis.call('HGET', akey, 'current_task') and queue_len(aid) == 0 then
-    set_agent_state(aid, 'idle', 'queue empty')
-  end
+  settle_if_empty(state)
   return { 3 }
 end
 
