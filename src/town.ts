@@ -64,9 +64,6 @@ const DEFAULTS = {
   closeGraceMs: 10_000,
 };
 
-/** Longest wait for the event reader to catch up before a worker starts (normally a few ms). */
-const CATCH_UP_LIMIT_MS = 2_000;
-
 /** Expired tasks removed per sweep at most, so one sweep never blocks Redis for long. */
 const RETENTION_BATCH = 500;
 
@@ -837,37 +834,7 @@ export class Town implements AsyncDisposable {
     }
   }
 
-  /**
-   * Resolves once the event reader has delivered every event already in the stream. A worker
-   * acts on the events it hears; one started while the reader lags behind would take the
-   * `stopped` that preceded a revival or restart for a fresh order and stop at once.
-   */
-  private async eventsCaughtUp(): Promise<void> {
-    await this.reader.ensureStarted();
-    const recent = await this.repo.connections.command.xrevrange(this.repo.keys.events, '+', '-', 'COUNT', 20);
-    // Entries this version cannot parse (another tool's) never reach listeners: aim at the newest it can.
-    const target = recent.find(([id, fields]) => parseEvent(id, fields) !== undefined)?.[0];
-    const reached = (): boolean =>
-      target === undefined || (this.reader.lastId !== undefined && compareIds(this.reader.lastId, target) >= 0);
-    if (reached()) return;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        unsubscribe();
-        this.closing.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const unsubscribe = this.reader.subscribe(() => {
-        if (reached()) done();
-      });
-      // Bounded: a reader cut off from Redis must not hold the worker back; it resyncs by itself.
-      const timer = setTimeout(done, CATCH_UP_LIMIT_MS);
-      this.closing.signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
   private async startWorker(agent: Agent, options: AgentWorkOptions, executor: Executor): Promise<Worker> {
-    await this.eventsCaughtUp();
     const worker = new Worker(
       {
         town: this,
