@@ -149,8 +149,3 @@ export function decodeMessage(json: string): Message | undefined {
     ...(m.task_id !== undefined ? { taskId: m.task_id } : {}),
   };
 }
-
-/** `high` and `urgent` go to the head of the inbox, the rest to the tail. */
-export function isExpedited(priority: Priority | undefined): boolean {
-  return priority === 'high' || priority === 'urgent';
-}

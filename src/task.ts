@@ -12,7 +12,7 @@ export type TaskState = 'pending' | 'assigned' | 'running' | 'completed' | 'fail
 /** The terminal states, in which a task never changes again. */
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set(['completed', 'failed', 'cancelled']);
 
-/** Delivery priority: `high` and `urgent` go to the head of the agent's inbox. */
+/** Delivery priority: `urgent` before `high` before `normal` before `low`, first come first served within each. */
 export type Priority = 'low' | 'normal' | 'high' | 'urgent';
 
 /** Tokens and cost a CLI reported for a task, when it reports them. */

@@ -62,7 +62,7 @@ describe('claim', () => {
     expect((await town.status()).tasks).toMatchObject({ pending: 0, assigned: 3 });
   });
 
-  it('puts a high-priority task at the head of the inbox', async () => {
+  it('puts an urgent task ahead of normal queued work', async () => {
     const town = await openTown();
     const agent = await town.spawnAgent('tester', { start: false });
     const queued = await agent.assign('already queued');

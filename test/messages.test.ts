@@ -79,14 +79,17 @@ describe('informational messages', () => {
     expect(done.result).toContain(`(info from ${SUPERVISOR_ID}) Remember: tabs, not spaces`);
   });
 
-  it('high and urgent messages go to the head of the inbox', async () => {
+  it('messages queue by priority, first come first served within a priority', async () => {
     const town = await openTown();
     const agent = await town.spawnAgent('cold', { start: false });
     const task = await agent.assign('queued work');
     await agent.send('low', { priority: 'low' });
     await agent.send('urgent', { priority: 'urgent' });
+    await agent.send('high', { priority: 'high' });
+    await agent.send('urgent 2', { priority: 'urgent' });
+    await agent.send('normal');
     const texts = (await agent.inbox()).map((m) => m.text ?? m.taskId);
-    expect(texts).toEqual(['urgent', task.id, 'low']);
+    expect(texts).toEqual(['urgent', 'urgent 2', 'high', task.id, 'normal', 'low']);
   });
 
   it('town.send to the supervisor lands in town.inbox()', async () => {

@@ -15,7 +15,7 @@ import { fakeCli, openTown } from './helpers/town.js';
 const WAIT = { timeoutMs: 10_000 };
 
 describe('worker: order and concurrency', () => {
-  it('runs one task at a time: high and urgent first, then normal and low in FIFO order', async () => {
+  it('runs one task at a time: urgent, high, normal, low, FIFO within each', async () => {
     const town = await openTown();
     // No worker yet, so the whole queue is in place before the first claim.
     const agent = await town.spawnAgent('orderly', { start: false });
@@ -41,7 +41,6 @@ describe('worker: order and concurrency', () => {
       },
     });
     await agent.waitForIdle(WAIT);
-    // Expedited entries go to the head of the inbox, so the later urgent one leads.
     expect(order).toEqual(['u1@1', 'h1@1', 'n1@1', 'n2@1', 'n3@1', 'l1@1']);
     expect(maxRunning).toBe(1);
     for (const [name, t] of Object.entries(assigned)) {

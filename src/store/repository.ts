@@ -15,7 +15,7 @@ import {
   TaskNotFoundError,
   WorkerActiveError,
 } from '../errors.js';
-import { decodeMessage, encodeMessage, isExpedited, type Message, type MessageType } from '../message.js';
+import { decodeMessage, encodeMessage, type Message, type MessageType } from '../message.js';
 import type { Priority, TaskInput, TaskRecord, TaskState } from '../task.js';
 import { nowIso } from '../time.js';
 import { decodeAgent, decodeTask, DEFAULT_MAX_ATTEMPTS, toFields } from './codec.js';
@@ -235,7 +235,6 @@ export class Repository {
       input.timeoutMs ?? '',
       input.parentId ?? '',
       message,
-      isExpedited(priority) ? '1' : '0',
     );
     if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId ?? '');
     return { id: taskId, at };
@@ -352,7 +351,7 @@ export class Repository {
   async claimBacklog(taskId: string, agentId: string): Promise<void> {
     const priority = ((await this.redis.hget(this.keys.task(taskId), 'priority')) ?? 'normal') as Priority;
     const message = encodeMessage({ from: SUPERVISOR_ID, to: agentId, type: 'task_assign', taskId, priority }).json;
-    const [status] = await this.run('backlogClaim', taskId, agentId, message, isExpedited(priority) ? '1' : '0');
+    const [status] = await this.run('backlogClaim', taskId, agentId, message);
     if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId);
     if (status === STATUS.NOT_IN_BACKLOG) throw new NotInBacklogError(`Task ${taskId} is not in the backlog (claimed or removed already).`);
   }
@@ -376,7 +375,7 @@ export class Repository {
     correlationId?: string;
   }): Promise<string> {
     const { id, json } = encodeMessage(args);
-    const [status] = await this.run('send', args.to, json, isExpedited(args.priority) ? '1' : '0', id, args.type, args.from);
+    const [status] = await this.run('send', args.to, json, id, args.type, args.from);
     if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(args.to);
     return id;
   }

@@ -1,12 +1,12 @@
--- assign v1: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- assign v2: creates a task and, in the same step, delivers it to an agent's inbox or to the
 -- backlog. A task record never exists without its queue entry, nor the reverse.
 -- ARGV[5] task id            ARGV[6] agent id ('' = backlog)   ARGV[7] description
 -- ARGV[8] tags (JSON array)  ARGV[9] priority                  ARGV[10] max attempts
 -- ARGV[11] timeout ms ('' = none)   ARGV[12] parent id ('' = none)
--- ARGV[13] task_assign message JSON (agent only)   ARGV[14] '1' = head of the inbox
+-- ARGV[13] task_assign message JSON (agent only), queued by its priority
 -- Returns {0} · {E_AGENT_NOT_FOUND}
 local tid, aid, description, tags, priority = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local max_attempts, timeout_ms, parent_id, message, expedite = ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local max_attempts, timeout_ms, parent_id, message = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 
 if aid ~= '' and redis.call('HEXISTS', key('agent', aid), 'state') == 0 then return { E_AGENT_NOT_FOUND } end
 
@@ -27,11 +27,7 @@ end
 
 redis.call('HSET', tkey, 'assigned_to', aid, 'message', message)
 set_task_state(tkey, tid, nil, 'assigned')
-if expedite == '1' then
-  redis.call('LPUSH', key('inbox', aid), message)
-else
-  redis.call('RPUSH', key('inbox', aid), message)
-end
+enqueue(key('inbox', aid), message)
 emit({ type = 'task.created', task_id = tid, agent_id = aid, message = 'task created' })
 emit({ type = 'task.assigned', task_id = tid, agent_id = aid, message = 'task assigned' })
 return { 0 }

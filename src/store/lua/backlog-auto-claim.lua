@@ -1,4 +1,4 @@
--- backlog-auto-claim v1: an idle agent with claim_backlog takes the oldest backlog task whose
+-- backlog-auto-claim v2: an idle agent with claim_backlog takes the oldest backlog task whose
 -- tags are empty or meet the agent's role or tags. Atomic: racing agents never share a task.
 -- ARGV[5] agent id   ARGV[6] message id for the task_assign   ARGV[7] how many backlog entries to scan
 -- Returns {1, task id} claimed · {0} nothing to claim
@@ -29,7 +29,7 @@ for _, tid in ipairs(redis.call('LRANGE', key('backlog'), 0, scan - 1)) do
       ',"created_at":' .. cjson.encode(NOW) .. ',"correlation_id":null}'
     redis.call('HSET', tkey, 'assigned_to', aid, 'message', message)
     set_task_state(tkey, tid, 'pending', 'assigned')
-    redis.call('RPUSH', key('inbox', aid), message)
+    enqueue(key('inbox', aid), message)
     emit({ type = 'backlog.claimed', task_id = tid, agent_id = aid, message = 'backlog task claimed', auto = true })
     emit({ type = 'task.assigned', task_id = tid, agent_id = aid, message = 'task assigned' })
     return { 1, tid }

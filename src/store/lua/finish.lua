@@ -1,4 +1,4 @@
--- finish v1: records the outcome of a run, fenced. Only the worker holding the task's current
+-- finish v2: records the outcome of a run, fenced. Only the worker holding the task's current
 -- fencing token may settle it; a zombie's late result is rejected and recorded as an event.
 -- A cancel, complete or fail written by someone else during the run wins over the run's end.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] task id   ARGV[8] fencing token
@@ -34,7 +34,7 @@ local function reply(summary)
   local json = '{"id":' .. cjson.encode(reply_id) .. ',"from":' .. cjson.encode(aid) .. ',"to":' .. cjson.encode(to) ..
     ',"type":"informational","summary":' .. cjson.encode(summary) .. ',"priority":"normal","created_at":' ..
     cjson.encode(NOW) .. ',"correlation_id":' .. cjson.encode(tid) .. '}'
-  redis.call('RPUSH', key('inbox', to), json)
+  enqueue(key('inbox', to), json)
   emit({ type = 'message.sent', agent_id = to, task_id = tid, message = 'answer sent', message_id = reply_id, from = aid, to = to, kind = 'info' })
 end
 
@@ -54,7 +54,7 @@ elseif outcome == 'failed' then
 else
   redis.call('HSET', tkey, 'error', text)
   set_task_state(tkey, tid, 'running', 'assigned')
-  redis.call('RPUSH', key('inbox', aid), raw)
+  enqueue(key('inbox', aid), raw)
   emit({ type = 'task.retried', task_id = tid, agent_id = aid, message = text, attempt = tonumber(t[4]) })
 end
 agent_after_task(aid, tid)

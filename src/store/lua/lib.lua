@@ -77,6 +77,51 @@ local function set_agent_state(aid, to, why, force)
   if to == 'stopped' then emit({ type = 'agent.stopped', agent_id = aid, message = why or 'agent stopped', force = force }) end
 end
 
+local RANK = { low = 0, normal = 1, high = 2, urgent = 3 }
+
+local function rank_of(raw)
+  return RANK[string.match(raw, '"priority":"(%a+)"') or 'normal'] or 1
+end
+
+-- Queues an inbox entry behind everything of its priority or higher and ahead of anything
+-- lower: urgent > high > normal > low, first in first out within a priority. Only the run of
+-- entries it must pass is read: at the head for high/urgent, at the tail for normal/low.
+local function enqueue(list, raw)
+  local rank = rank_of(raw)
+  local pivot
+  if rank >= 2 then
+    local from = 0
+    repeat
+      local page = redis.call('LRANGE', list, from, from + 63)
+      for _, entry in ipairs(page) do
+        if rank_of(entry) < rank then
+          redis.call('LINSERT', list, 'BEFORE', entry, raw)
+          return
+        end
+      end
+      from = from + 64
+    until #page < 64
+  else
+    local to = -1
+    repeat
+      local page = redis.call('LRANGE', list, to - 63, to)
+      for i = #page, 1, -1 do
+        if rank_of(page[i]) >= rank then
+          page = {}
+          break
+        end
+        pivot = page[i]
+      end
+      to = to - 64
+    until #page < 64
+    if pivot then
+      redis.call('LINSERT', list, 'BEFORE', pivot, raw)
+      return
+    end
+  end
+  redis.call('RPUSH', list, raw)
+end
+
 local function queue_len(aid)
   return redis.call('LLEN', key('inbox', aid)) + redis.call('LLEN', key('urgent', aid))
 end
