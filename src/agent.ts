@@ -259,7 +259,15 @@ export class Agent {
  * await waitForIdle([backend, frontend], { timeoutMs: 30 * 60_000 });
  * ```
  */
-export async function waitForIdle(agents: Agent | readonly Agent[], options?: WaitOptions): Promise<void> {
+export async function waitForIdle(agents: Agent | readonly Agent[], options: WaitOptions = {}): Promise<void> {
   const list = Array.isArray(agents) ? (agents as readonly Agent[]) : [agents as Agent];
-  await Promise.all(list.map((agent) => agent.waitForIdle(options)));
+  if (list.length === 1) return list[0]!.waitForIdle(options);
+  // The first failure ends the whole wait: the others must not stay subscribed.
+  const others = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, others.signal]) : others.signal;
+  try {
+    await Promise.all(list.map((agent) => agent.waitForIdle({ ...options, signal })));
+  } finally {
+    others.abort();
+  }
 }

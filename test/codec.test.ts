@@ -318,10 +318,7 @@ describe('corrupt records through the public API', () => {
     expect((await (await town.agent('bystander')).info()).state).toBe('cold');
   });
 
-  // BUG (src/store/repository.ts status()): the status script returns agent fields without the
-  // key they came from, and the repository rebuilds the key from the `id` field (`agent:?` when
-  // it is missing), so the error names a key that does not exist.
-  it.fails('status() names the real key of an agent hash that lost its id', async () => {
+  it('status() names the real key of an agent hash that lost its id', async () => {
     const town = await openTown();
     const agent = await town.spawnAgent('victim', { start: false });
     const key = `${prefixOf(town.name)}agent:${agent.id}`;

@@ -462,9 +462,8 @@ describe('task(), tasks()', () => {
     await expect(town.tasks({ state: ['pending', 'done' as TaskState] })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
-  // BUG (assign.lua / repository.listTasks): idx:tasks is scored in milliseconds, so tasks created
-  // within one millisecond come back in random (UUID) order instead of newest first.
-  it.fails('tasks() is newest first even for tasks created within one millisecond', async () => {
+  // Creation order comes from a counter, not the millisecond clock.
+  it('tasks() is newest first even for tasks created within one millisecond', async () => {
     const town = await openTown();
     const agent = await town.spawnAgent('cold', { start: false });
     // Submitted in this order and pipelined: the server creates them in this order.

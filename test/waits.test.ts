@@ -157,10 +157,8 @@ describe('waitForIdle', () => {
     expect(getEventListeners(signal.signal, 'abort')).toHaveLength(0);
   });
 
-  // BUG (src/agent.ts, waitForIdle): with several agents, when one wait rejects (error state,
-  // removal), the waits on the other agents are not cancelled: without a timeout their
-  // listeners stay subscribed until those agents happen to become idle.
-  it.fails('cancels the other waits when one agent of several rejects', async () => {
+  // One agent's failure ends the whole wait; the others must not stay subscribed.
+  it('cancels the other waits when one agent of several rejects', async () => {
     const town = await openTown();
     const gated = gatedHandler();
     const busy = await town.spawnAgent('busy', { run: gated.run });
@@ -175,7 +173,7 @@ describe('waitForIdle', () => {
     await doomed.remove(); // its wait rejects: the agent is gone
     await expect(both).rejects.toThrow(/removed/);
     await sleep(50);
-    // The wait on `busy` is still subscribed: one listener more than before.
+    // The wait on `busy` was cancelled too: back to the baseline.
     try {
       expect(readerListenerCount(town)).toBe(baseline);
     } finally {

@@ -67,7 +67,7 @@ export class Keys {
   get names(): string {
     return `${this.prefix}idx:names`;
   }
-  /** Sorted set of task ids by creation time (ms). */
+  /** Sorted set of task ids by creation order (score from the `seq:task` counter). */
   get tasks(): string {
     return `${this.prefix}idx:tasks`;
   }

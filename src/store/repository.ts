@@ -202,13 +202,13 @@ export class Repository {
   }
 
   async status(): Promise<StatusSnapshot> {
-    const [rawCounts, backlog, rawAgents] = (await this.run('status')) as unknown as [unknown, number, [unknown, number][]];
+    const [rawCounts, backlog, rawAgents] = (await this.run('status')) as unknown as [unknown, number, [string, unknown, number][]];
     const counts: Record<string, number> = {};
     for (const [state, n] of Object.entries(toFields(rawCounts))) counts[state] = Number(n);
-    const agents = rawAgents.map(([fields, queued]) => {
-      const f = toFields(fields);
-      return { info: decodeAgent(this.keys.agent(f.id ?? '?'), f), queued: Number(queued) };
-    });
+    const agents = rawAgents.map(([id, fields, queued]) => ({
+      info: decodeAgent(this.keys.agent(id), toFields(fields)),
+      queued: Number(queued),
+    }));
     return { counts, backlog: Number(backlog), agents };
   }
 

@@ -17,7 +17,7 @@ import type { Connections } from '../store/connection.js';
 import type { Repository } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
 import type { Town } from '../town.js';
-import { parseNotes, type Executor } from './executor.js';
+import { parseNotes, type Executor, type RunOutcome } from './executor.js';
 
 /** How long one BLMOVE blocks; the watchdog allows this plus a grace period. */
 const BLOCK_SECONDS = 5;
@@ -124,12 +124,10 @@ export class Worker {
    */
   async stop(options: { graceMs?: number; force?: boolean } = {}): Promise<void> {
     this.requestStop(options.force === true);
-    if (this.current && !options.force && options.graceMs !== undefined) {
-      const timer = setTimeout(() => this.interrupt('handback'), options.graceMs);
-      await this.done;
-      clearTimeout(timer);
-    }
+    // Armed even when nothing runs yet: a task may be starting right now.
+    const timer = options.graceMs === undefined ? undefined : setTimeout(() => this.interrupt('handback'), options.graceMs);
     await this.done;
+    clearTimeout(timer);
   }
 
   private requestStop(force: boolean): void {
@@ -237,7 +235,7 @@ export class Worker {
     const run: CurrentRun = { task, controller };
     this.current = run;
     const timeoutMs = task.timeoutMs ?? this.settings.timeoutMs;
-    const outcome = await this.settings.executor(task, {
+    const outcome = await this.runExecutor(task, {
       signal: controller.signal,
       agent,
       town,
@@ -275,6 +273,15 @@ export class Worker {
       return;
     }
     if (this.settings.claimBacklog && !this.stopping) await repo.autoClaim(agent.id).catch(this.deps.report);
+  }
+
+  /** Executors report failures as outcomes; a custom one that throws still fails only its task. */
+  private async runExecutor(task: TaskRecord, context: Parameters<Executor>[1]): Promise<RunOutcome> {
+    try {
+      return await this.settings.executor(task, context);
+    } catch (err) {
+      return { ok: false, text: err instanceof Error ? err.message : String(err) };
+    }
   }
 
   /** Retries a state write through connection faults; gives up only when the worker is stopping hard. */

@@ -1,4 +1,4 @@
--- assign v2: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- assign v3: creates a task and, in the same step, delivers it to an agent's inbox or to the
 -- backlog. A task record never exists without its queue entry, nor the reverse.
 -- ARGV[5] task id            ARGV[6] agent id ('' = backlog)   ARGV[7] description
 -- ARGV[8] tags (JSON array)  ARGV[9] priority                  ARGV[10] max attempts
@@ -15,7 +15,7 @@ redis.call('HSET', tkey, 'id', tid, 'description', description, 'created_at', NO
   'tags', tags, 'priority', priority, 'attempts', 0, 'max_attempts', max_attempts)
 if timeout_ms ~= '' then redis.call('HSET', tkey, 'timeout_ms', timeout_ms) end
 if parent_id ~= '' then redis.call('HSET', tkey, 'parent_id', parent_id) end
-redis.call('ZADD', key('idx:tasks'), NOW_MS, tid)
+index_task(tid)
 
 if aid == '' then
   set_task_state(tkey, tid, nil, 'pending')

@@ -122,6 +122,12 @@ local function enqueue(list, raw)
   redis.call('RPUSH', list, raw)
 end
 
+-- Lists a new task in the creation-order index (a counter, so tasks created within the same
+-- millisecond keep their order).
+local function index_task(tid)
+  redis.call('ZADD', key('idx:tasks'), redis.call('INCR', key('seq:task')), tid)
+end
+
 local function queue_len(aid)
   return redis.call('LLEN', key('inbox', aid)) + redis.call('LLEN', key('urgent', aid))
 end

@@ -1,4 +1,4 @@
--- remove-agent v1: deletes an agent. Its queued and claimed work goes to the backlog (never
+-- remove-agent v2: deletes an agent. Its queued and claimed work goes to the backlog (never
 -- silently dropped); notes and other messages go with it. Refused while a worker serves it.
 -- ARGV[5] agent id
 -- Returns {0, tasks moved to the backlog} · {E_AGENT_NOT_FOUND} · {E_WORKER_ACTIVE, worker id}
@@ -24,7 +24,7 @@ local function to_backlog(raw)
     local text = msg.description or msg.question or ''
     redis.call('HSET', tkey, 'id', tid, 'description', text, 'created_at', NOW, 'updated_at', NOW,
       'tags', '[]', 'priority', msg.priority or 'normal', 'attempts', 0, 'max_attempts', 3)
-    redis.call('ZADD', key('idx:tasks'), NOW_MS, tid)
+    index_task(tid)
     set_task_state(tkey, tid, nil, 'pending')
   elseif state == 'assigned' then
     redis.call('HDEL', tkey, 'assigned_to', 'message')

@@ -1,8 +1,8 @@
--- status v1 (read-only): the whole town in one round trip.
--- Returns {task counts (flat HGETALL), backlog length, {agent fields (flat), queue length}...}
+-- status v2 (read-only): the whole town in one round trip.
+-- Returns {task counts (flat HGETALL), backlog length, {agent id, agent fields (flat), queue length}...}
 local agents = {}
 for _, aid in ipairs(redis.call('SMEMBERS', key('idx:agents'))) do
   local fields = redis.call('HGETALL', key('agent', aid))
-  if #fields > 0 then agents[#agents + 1] = { fields, queue_len(aid) } end
+  if #fields > 0 then agents[#agents + 1] = { aid, fields, queue_len(aid) } end
 end
 return { redis.call('HGETALL', key('counts')), redis.call('LLEN', key('backlog')), agents }
