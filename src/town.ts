@@ -85,7 +85,10 @@ export interface TownStatus {
 
 /** Options of `town.events()`. */
 export interface EventsOptions {
-  /** `'now'` (default): only new events; `'start'`: the whole retained stream; or an event id to resume after. */
+  /**
+   * `'now'` (default): events appended once iteration has started; `'start'`: the whole retained
+   * stream first; or an event id: everything after it (resume where you left off).
+   */
   since?: 'start' | 'now' | string;
   types?: readonly TownEventType[];
   /** Agent name, id, short id or nickname. */

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TimeoutError, WorkerActiveError, type Agent, type Town } from '../src/index.js';
 import { gatedHandler } from './helpers/gated.js';
-import { deferred, grandchildPid, prefixOf, rawRedis, sleep, waitDead, waitForEvent } from './helpers/kit.js';
+import { collectHistory, deferred, grandchildPid, prefixOf, rawRedis, sleep, waitDead, waitForEvent } from './helpers/kit.js';
 import { fakeCli, openTown } from './helpers/town.js';
 
 const WAIT = { timeoutMs: 10_000 };
@@ -233,6 +233,8 @@ describe('stop', () => {
     expect(await aborted.promise).toBeInstanceOf(Error);
     expect(await town.task(victim.id)).toMatchObject({ state: 'assigned', attempts: 1 });
     expect(await inboxTaskIds(agent)).toEqual([victim.id, queued.id]);
+    const handedBack = (await collectHistory(town)).find((e) => e.type === 'task.reclaimed' && e.taskId === victim.id);
+    expect(handedBack?.data).toMatchObject({ to: 'agent', reason: 'handback' });
     await expectReleased(agent);
     await sleep(QUIET_MS);
     expect((await town.task(queued.id)).state).toBe('assigned');

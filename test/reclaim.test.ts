@@ -52,7 +52,7 @@ describe('a worker killed with SIGKILL', () => {
 
     const reclaimed = await waitForEvent(town, (e) => e.type === 'task.reclaimed' && e.taskId === task.id);
     expect(reclaimed.agentId).toBe(agent.id);
-    expect(reclaimed.data).toMatchObject({ to: 'backlog', attempts: 1 });
+    expect(reclaimed.data).toMatchObject({ to: 'backlog', attempts: 1, reason: 'reclaim' });
     const record = await town.task(task.id);
     expect(record).toMatchObject({ state: 'pending', attempts: 1 });
     expect(record.assignedTo).toBeUndefined();
@@ -103,7 +103,7 @@ describe('a worker killed with SIGKILL', () => {
       assignedTo: agent.id,
     });
     const reclaimed = await waitForEvent(town, (e) => e.type === 'task.reclaimed' && e.taskId === task.id);
-    expect(reclaimed.data).toMatchObject({ to: 'agent', attempts: 1 });
+    expect(reclaimed.data).toMatchObject({ to: 'agent', attempts: 1, reason: 'reclaim' });
     await agent.waitForIdle(WAIT);
     const info = await agent.info();
     expect(info).toMatchObject({ state: 'idle', workerId: worker.id, tasksCompleted: 1 });

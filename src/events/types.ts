@@ -53,9 +53,10 @@ export const TOWN_EVENT_TYPES: readonly TownEventType[] = [
 /**
  * One event read from the town's stream.
  *
- * `data` holds the event's details, e.g. `oldState`/`newState` for `agent.state`, `attempt`
- * for `task.started`, `to` (`'agent'` or `'backlog'`) for `task.reclaimed`, `message` (a human
- * line) for all.
+ * `data` holds the event's details, e.g. `oldState`/`newState` (and `force` on stops) for
+ * `agent.state`, `attempt` for `task.started`, `to` (`'agent'` or `'backlog'`) and `reason`
+ * (`'reclaim'`: its worker was lost; `'handback'`: a forced stop or a close gave it back) for
+ * `task.reclaimed`, `message` (a human line) for all.
  */
 export interface TownEvent {
   /** Stream entry id; pass it as `since` to resume after this event. */

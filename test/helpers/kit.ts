@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { afterEach } from 'vitest';
+import { parseEvent } from '../../src/events/types.js';
 import type { Town, TownEvent } from '../../src/index.js';
 import { redisUrl } from './town.js';
 
@@ -26,6 +27,12 @@ export function rawRedis(): Redis {
 /** The key prefix of a town in the default layout. */
 export function prefixOf(town: Town): string {
   return `tt:{${town.name}}:`;
+}
+
+/** Every event in the town's stream so far, read raw. */
+export async function collectHistory(town: Town): Promise<TownEvent[]> {
+  const entries = await rawRedis().xrange(`${prefixOf(town)}events`, '-', '+');
+  return entries.map(([id, fields]) => parseEvent(id, fields)).filter((e): e is TownEvent => e !== undefined);
 }
 
 /** A promise with its resolve function exposed: a gate a handler waits on. */

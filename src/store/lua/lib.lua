@@ -203,12 +203,12 @@ local function requeue_entry(raw, aid, mode, to_agent, why)
   if mode == 'handback' or to_agent then
     redis.call('LPUSH', key('inbox', aid), raw)
     set_task_state(tkey, tid, state, 'assigned')
-    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'agent', attempts = attempts })
+    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'agent', reason = mode, attempts = attempts })
   else
     redis.call('HDEL', tkey, 'assigned_to', 'message')
     redis.call('LPUSH', key('backlog'), tid)
     set_task_state(tkey, tid, state, 'pending')
-    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'backlog', attempts = attempts })
+    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'backlog', reason = mode, attempts = attempts })
   end
 end
 
