@@ -93,6 +93,8 @@ export interface AgentOptions extends AgentWorkOptions {
   start?: boolean;
   /** Idle agents take matching backlog tasks by themselves. */
   claimBacklog?: boolean;
+  /** Default `maxAttempts` of tasks assigned to this agent that set none (else 3). */
+  maxAttempts?: number;
 }
 
 /** Options of `agent.stop()`. */

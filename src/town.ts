@@ -8,10 +8,10 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
 import { Agent, type AgentInfo, type AgentOptions, type AgentWorkOptions } from './agent.js';
+import { checkAgentOptions, cliLabel, registeredCli } from './agent-options.js';
 import { Backlog } from './backlog.js';
 import {
   checkAgentName,
-  cliDefinitionSchema,
   CONFIG_FILE,
   loadConfig,
   parseTownOptions,
@@ -40,7 +40,6 @@ import { keyPrefix, SUPERVISOR_ID } from './store/keys.js';
 import { Repository } from './store/repository.js';
 import { defineScripts } from './store/scripts.js';
 import {
-  formatIssues,
   parseTaskInput,
   TERMINAL_STATES,
   type Priority,
@@ -223,6 +222,7 @@ export class Town implements AsyncDisposable {
       ...(options.nickname !== undefined && { nickname: options.nickname }),
       tags: options.tags ?? [],
       claimBacklog: options.claimBacklog === true,
+      ...(options.maxAttempts !== undefined && { maxAttempts: options.maxAttempts }),
       initialState: start ? 'starting' : 'cold',
     });
     const agent = new Agent(this, id, name);
@@ -789,7 +789,7 @@ export class Town implements AsyncDisposable {
   private async createTask(input: string | TaskInput | Task, agentId: string | undefined): Promise<TaskRecord> {
     const task = parseTaskInput(input);
     this.checkSize(task.description, 'task description');
-    const { id, at: created } = await this.repo.createTask(task, agentId);
+    const { id, at: created, maxAttempts } = await this.repo.createTask(task, agentId);
     return {
       id,
       description: task.description,
@@ -800,7 +800,7 @@ export class Town implements AsyncDisposable {
       ...(task.parentId !== undefined && { parentId: task.parentId }),
       tags: [...(task.tags ?? [])],
       attempts: 0,
-      maxAttempts: task.maxAttempts ?? 3,
+      maxAttempts,
       priority: task.priority ?? 'normal',
       ...(task.timeoutMs !== undefined && { timeoutMs: task.timeoutMs }),
     };
@@ -903,62 +903,9 @@ export class Town implements AsyncDisposable {
   }
 }
 
-/** The CLI an agent was registered with, for a worker started without one. */
-function registeredCli(info: AgentInfo): string {
-  // These labels name no CLI: resolving them would report an "unknown CLI" nobody typed.
-  if (info.cli === 'in-process' || info.cli === 'unset') {
-    throw new InvalidArgumentError(`Agent ${info.name} has no registered CLI (${info.cli}): give runWorker a { cli } or a { run } handler.`);
-  }
-  return info.cli;
-}
-
-function cliLabel(options: AgentOptions): string {
-  if (typeof options.cli === 'string') return options.cli;
-  if (options.cli !== undefined) return options.cli.command;
-  return options.run !== undefined ? 'in-process' : 'unset';
-}
-
 const SEND_OPTION_KEYS = new Set(['type', 'priority', 'from', 'correlationId']);
 
 const TASK_STATES: ReadonlySet<TaskState> = new Set(['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled']);
-
-const AGENT_OPTION_KEYS = new Set([
-  'cli', 'run', 'runner', 'role', 'nickname', 'instructions', 'cwd', 'env', 'timeoutMs', 'maxAttempts',
-  'start', 'claimBacklog', 'tags', 'leaseMs',
-]);
-
-function checkAgentOptions(options: AgentOptions): void {
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Agent options must be an object or a CLI name.');
-  const unknown = Object.keys(options).filter((k) => !AGENT_OPTION_KEYS.has(k));
-  if (unknown.length > 0) throw new InvalidArgumentError(`Unknown agent option(s): ${unknown.join(', ')}.`);
-  if (options.run !== undefined && typeof options.run !== 'function') throw new InvalidArgumentError('run must be a function.');
-  if (options.run !== undefined && options.cli !== undefined) throw new InvalidArgumentError('Give either cli or run, not both.');
-  if (options.cli !== undefined && typeof options.cli !== 'string') {
-    // Checked like tinytown.json's `clis`: a bad inline definition must fail now, not on every task.
-    const parsed = cliDefinitionSchema.safeParse(options.cli);
-    if (!parsed.success) throw new InvalidArgumentError(`Invalid cli definition: ${formatIssues(parsed.error)}`, { cause: parsed.error });
-  }
-  for (const key of ['timeoutMs', 'leaseMs'] as const) {
-    const v = options[key];
-    if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new InvalidArgumentError(`${key} must be a positive integer (ms).`);
-  }
-  for (const key of ['role', 'nickname', 'instructions', 'cwd'] as const) {
-    const v = options[key];
-    if (v !== undefined && typeof v !== 'string') throw new InvalidArgumentError(`${key} must be a string.`);
-  }
-  if (options.tags !== undefined && (!Array.isArray(options.tags) || options.tags.some((t) => typeof t !== 'string'))) {
-    throw new InvalidArgumentError('tags must be an array of strings.');
-  }
-  // Only `false` / `true` count for these: a truthy 'no' would silently start a worker, and so on.
-  for (const key of ['start', 'claimBacklog'] as const) {
-    const v = (options as AgentOptions)[key];
-    if (v !== undefined && typeof v !== 'boolean') throw new InvalidArgumentError(`${key} must be a boolean.`);
-  }
-  const { env } = options;
-  if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env) || Object.values(env).some((v) => typeof v !== 'string'))) {
-    throw new InvalidArgumentError('env must be an object of string values.');
-  }
-}
 
 /**
  * A Redis URL must parse and use a scheme we speak. Checked here because `new URL` throws a bare

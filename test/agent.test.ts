@@ -95,6 +95,18 @@ describe('agent.assign', () => {
     expect(again.id).not.toBe(record.id);
   });
 
+  it("takes the agent's maxAttempts when the task sets none", async () => {
+    const town = await openTown();
+    const agent = await town.spawnAgent('careful', { start: false, maxAttempts: 1 });
+    const plain = await agent.assign('inherits');
+    const own = await agent.assign({ description: 'own', maxAttempts: 5 });
+    expect(plain.maxAttempts).toBe(1);
+    expect(own.maxAttempts).toBe(5);
+    expect((await town.task(plain.id)).maxAttempts).toBe(1);
+    expect((await town.backlog.add('backlog default')).maxAttempts).toBe(3);
+    await expect(town.spawnAgent('reckless', { start: false, maxAttempts: 0 })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
   it('new Task() validates at once', () => {
     expect(() => new Task('')).toThrow(InvalidArgumentError);
     expect(() => new Task('x', { priority: 'asap' as never })).toThrow(InvalidArgumentError);

@@ -18,7 +18,7 @@ import {
 import { decodeMessage, encodeMessage, type Message, type MessageType } from '../message.js';
 import type { Priority, TaskInput, TaskRecord, TaskState } from '../task.js';
 import { nowIso } from '../time.js';
-import { decodeAgent, decodeTask, DEFAULT_MAX_ATTEMPTS, toFields } from './codec.js';
+import { decodeAgent, decodeTask, toFields } from './codec.js';
 import type { Connections } from './connection.js';
 import { Keys, SUPERVISOR_ID } from './keys.js';
 import { runScript, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
@@ -33,6 +33,8 @@ export interface AgentRegistration {
   nickname?: string;
   tags: readonly string[];
   claimBacklog: boolean;
+  /** Default attempts of tasks assigned to this agent. */
+  maxAttempts?: number;
   /** `starting` when a worker follows, `cold` when none is started. */
   initialState: 'starting' | 'cold';
 }
@@ -102,6 +104,7 @@ export class Repository {
       JSON.stringify(reg.tags),
       reg.claimBacklog ? '1' : '0',
       reg.initialState,
+      reg.maxAttempts ?? '',
     );
     if (status === STATUS.AGENT_EXISTS) {
       throw new AgentExistsError(
@@ -215,7 +218,11 @@ export class Repository {
   // ── tasks ───────────────────────────────────────────────────────────────────────────────
 
   /** Creates a task on an agent's inbox (or the backlog when `agentId` is undefined). */
-  async createTask(input: TaskInput, agentId: string | undefined, from = SUPERVISOR_ID): Promise<{ id: string; at: Date }> {
+  async createTask(
+    input: TaskInput,
+    agentId: string | undefined,
+    from = SUPERVISOR_ID,
+  ): Promise<{ id: string; at: Date; maxAttempts: number }> {
     const taskId = randomUUID();
     const at = new Date();
     const priority: Priority = input.priority ?? 'normal';
@@ -223,7 +230,7 @@ export class Repository {
       agentId === undefined
         ? ''
         : encodeMessage({ from, to: agentId, type: 'task_assign', taskId, priority }).json;
-    const [status] = await this.runAt(
+    const [status, maxAttempts] = await this.runAt(
       at,
       'assign',
       taskId,
@@ -231,13 +238,13 @@ export class Repository {
       input.description,
       JSON.stringify(input.tags ?? []),
       priority,
-      input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      input.maxAttempts ?? '',
       input.timeoutMs ?? '',
       input.parentId ?? '',
       message,
     );
     if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId ?? '');
-    return { id: taskId, at };
+    return { id: taskId, at, maxAttempts: Number(maxAttempts) };
   }
 
   async getTask(taskId: string): Promise<TaskRecord> {

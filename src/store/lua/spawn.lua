@@ -1,11 +1,12 @@
--- spawn v1: registers an agent, or revives a stopped/errored/abandoned one of the same name.
+-- spawn v2: registers an agent, or revives a stopped/errored/abandoned one of the same name.
 -- ARGV[5] new agent id        ARGV[6] name          ARGV[7] cli
 -- ARGV[8] role ('' = none)    ARGV[9] nickname ('' = none)
 -- ARGV[10] tags (JSON array)  ARGV[11] claim_backlog ('0'|'1')
 -- ARGV[12] initial state ('starting' when a worker follows, 'cold' otherwise)
+-- ARGV[13] default max attempts of its tasks ('' = none)
 -- Returns {0, id} created · {1, id} revived · {E_AGENT_EXISTS, id, state}
 local id, name, cli, role, nickname = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local tags, claim, initial = ARGV[10], ARGV[11], ARGV[12]
+local tags, claim, initial, max_attempts = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 
 local function set_optional(akey, field, value)
   if value == '' then redis.call('HDEL', akey, field) else redis.call('HSET', akey, field, value) end
@@ -28,6 +29,7 @@ if existing then
     redis.call('HSET', akey, 'cli', cli, 'tags', tags, 'claim_backlog', claim, 'last_active_at', NOW)
     set_optional(akey, 'role_id', role)
     set_optional(akey, 'nickname', nickname)
+    set_optional(akey, 'max_attempts', max_attempts)
     redis.call('HDEL', akey, 'error')
     set_agent_state(existing, initial, 'respawned')
     emit({ type = 'agent.spawned', agent_id = existing, message = 'agent ' .. name .. ' respawned', name = name, revived = true })
@@ -41,6 +43,7 @@ redis.call('HSET', akey, 'id', id, 'name', name, 'agent_type', 'worker', 'state'
   'rounds_completed', 0, 'spawn_mode', 'fresh', 'tasks_failed', 0, 'tags', tags, 'claim_backlog', claim)
 if role ~= '' then redis.call('HSET', akey, 'role_id', role) end
 if nickname ~= '' then redis.call('HSET', akey, 'nickname', nickname) end
+if max_attempts ~= '' then redis.call('HSET', akey, 'max_attempts', max_attempts) end
 redis.call('SADD', key('idx:agents'), id)
 redis.call('HSET', key('idx:names'), name, id)
 emit({ type = 'agent.spawned', agent_id = id, message = 'agent ' .. name .. ' spawned', name = name })
