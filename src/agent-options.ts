@@ -24,6 +24,7 @@ export const agentOptionsSchema = z.strictObject({
   env: z.record(z.string(), z.string()).optional(),
   timeoutMs: ms.optional(),
   leaseMs: ms.optional(),
+  retryDelayMs: z.number().int().min(0).optional(),
   role: z.string().min(1).max(64).optional(),
   nickname: z.string().min(1).max(64).optional(),
   tags: z.array(z.string().min(1).max(64)).max(32).optional(),

@@ -7,7 +7,7 @@
 import type { Message, SendOptions } from './message.js';
 import type { CliDefinition } from './runner/cli.js';
 import type { ProcessRunner } from './runner/process-runner.js';
-import type { Task, TaskInput, TaskRecord } from './task.js';
+import type { Task, TaskInput, TaskRecord, TaskUsage } from './task.js';
 import type { Town } from './town.js';
 import type { WaitOptions } from './wait.js';
 
@@ -41,6 +41,10 @@ export interface AgentInfo {
   /** Why the agent is in `error`. */
   error?: string;
   parentAgentId?: string;
+  /** The CLI session of its last task, when the CLI reports one. */
+  sessionId?: string;
+  /** Tokens and cost of all its runs, when its CLI reports them. */
+  usage?: TaskUsage;
 }
 
 /** What an in-process handler receives next to the task. */
@@ -55,11 +59,17 @@ export interface TaskContext {
   log: (line: string) => void;
   /** 1 for the first run, 2 for the first retry, … */
   attempt: number;
+  /**
+   * Adds tokens and cost this run spent (an SDK-based agent knows them); summed on the task, the
+   * agent and the town.
+   */
+  reportUsage: (usage: TaskUsage) => void;
 }
 
 /**
  * Runs one task in-process; its resolved value (a string, or anything JSON can encode) becomes
- * the task's result, a rejection its error.
+ * the task's result, a rejection its error. Throw an error with `retryable: true` to have the
+ * task run again after a backoff (up to its `maxAttempts`).
  */
 export type TaskHandler = (task: TaskRecord, context: TaskContext) => unknown;
 
@@ -81,6 +91,11 @@ export interface AgentWorkOptions {
   timeoutMs?: number;
   /** This worker's lease (default: the town's `leaseMs`). */
   leaseMs?: number;
+  /**
+   * Delay before the first retry of a retryable failure (default 1 000 ms); each further retry
+   * waits twice as long, up to a minute. Retries stop at the task's `maxAttempts`.
+   */
+  retryDelayMs?: number;
 }
 
 /** Options of `town.spawnAgent`. */

@@ -67,7 +67,10 @@ export interface TaskRecord {
   maxAttempts: number;
   priority: Priority;
   timeoutMs?: number;
+  /** Tokens and cost reported by the CLI, summed over the task's runs. */
   usage?: TaskUsage;
+  /** The CLI's session id for the task's last run, when it reports one. */
+  sessionId?: string;
 }
 
 /** Filter for `town.tasks()`. */

@@ -48,6 +48,7 @@ import {
   type TaskInput,
   type TaskRecord,
   type TaskState,
+  type TaskUsage,
 } from './task.js';
 import { nowIso } from './time.js';
 import { checkWaitOptions, waitUntil, type WaitOptions } from './wait.js';
@@ -62,6 +63,9 @@ const DEFAULTS = {
   eventsMaxLen: 10_000,
   closeGraceMs: 10_000,
 };
+
+/** First backoff of an in-place retry. */
+const DEFAULT_RETRY_DELAY_MS = 1_000;
 
 /** Expired tasks removed per sweep at most, so one sweep never blocks Redis for long. */
 const RETENTION_BATCH = 500;
@@ -80,6 +84,8 @@ export interface TownStatus {
   tasks: Record<TaskState, number>;
   /** Tasks waiting in the backlog. */
   backlog: number;
+  /** Tokens and cost of every run in the town, as the CLIs reported them. */
+  usage: TaskUsage;
 }
 
 /** Options of `town.events()`. */
@@ -278,7 +284,7 @@ export class Town implements AsyncDisposable {
     const agents = snapshot.agents
       .map(({ info, queued }) => ({ ...info, queued }))
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.name.localeCompare(b.name));
-    return { name: this.name, agents, tasks, backlog: snapshot.backlog };
+    return { name: this.name, agents, tasks, backlog: snapshot.backlog, usage: snapshot.usage ?? {} };
   }
 
   /**
@@ -852,6 +858,7 @@ export class Town implements AsyncDisposable {
         executor,
         leaseMs: options.leaseMs ?? this.settings.leaseMs,
         claimBacklog: (options as AgentOptions).claimBacklog === true,
+        retryDelayMs: options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS,
         ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
       },
     );

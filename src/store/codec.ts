@@ -51,6 +51,29 @@ const usageSchema: z.ZodType<TaskUsage> = z.object({
   model: z.string().optional(),
 });
 
+const amount = z.string().regex(/^-?\d+(\.\d+)?(e[+-]?\d+)?$/i, 'not a number').transform(Number);
+
+/** Summed usage fields (`input_tokens`, …, `cost_usd`), under an optional prefix. */
+const USAGE_TOTALS = {
+  inputTokens: 'input_tokens',
+  outputTokens: 'output_tokens',
+  cacheReadTokens: 'cache_read_tokens',
+  cacheWriteTokens: 'cache_write_tokens',
+  reasoningTokens: 'reasoning_tokens',
+  costUsd: 'cost_usd',
+} as const;
+
+/** Reads summed usage from hash fields (`<prefix>input_tokens`, …); `undefined` when none. */
+export function decodeUsageTotals(fields: Record<string, unknown>, prefix = ''): TaskUsage | undefined {
+  const usage: TaskUsage = {};
+  for (const [name, field] of Object.entries(USAGE_TOTALS)) {
+    const value = fields[`${prefix}${field}`];
+    const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : NaN;
+    if (Number.isFinite(n)) usage[name as keyof typeof USAGE_TOTALS] = n;
+  }
+  return Object.keys(usage).length > 0 ? usage : undefined;
+}
+
 const taskHash = z.object({
   id: z.string().min(1),
   description: z.string(),
@@ -69,6 +92,7 @@ const taskHash = z.object({
   priority: z.enum(['low', 'normal', 'high', 'urgent']).optional(),
   timeout_ms: count.optional(),
   usage: jsonOf(usageSchema).optional(),
+  session_id: z.string().optional(),
 });
 
 const agentHash = z.object({
@@ -91,6 +115,13 @@ const agentHash = z.object({
   worker_id: z.string().optional(),
   error: z.string().optional(),
   claim_backlog: z.enum(['0', '1']).optional(),
+  session_id: z.string().optional(),
+  usage_input_tokens: amount.optional(),
+  usage_output_tokens: amount.optional(),
+  usage_cache_read_tokens: amount.optional(),
+  usage_cache_write_tokens: amount.optional(),
+  usage_reasoning_tokens: amount.optional(),
+  usage_cost_usd: amount.optional(),
 });
 
 /** Default attempts when a record predates the field (the Rust CLI does not write it). */
@@ -130,6 +161,7 @@ export function decodeTask(key: string, fields: Record<string, string>): TaskRec
     priority: h.priority ?? 'normal',
     ...(h.timeout_ms !== undefined && { timeoutMs: h.timeout_ms }),
     ...(h.usage !== undefined && { usage: h.usage }),
+    ...(h.session_id !== undefined && { sessionId: h.session_id }),
   };
 }
 
@@ -157,7 +189,13 @@ export function decodeAgent(key: string, fields: Record<string, string>): AgentI
     ...(h.worker_id !== undefined && { workerId: h.worker_id }),
     ...(h.error !== undefined && { error: h.error }),
     ...(h.parent_agent_id !== undefined && { parentAgentId: h.parent_agent_id }),
+    ...(h.session_id !== undefined && { sessionId: h.session_id }),
+    ...optional('usage', decodeUsageTotals(h, 'usage_')),
   };
+}
+
+function optional<K extends string, V>(name: K, value: V | undefined): { [P in K]?: V } {
+  return (value === undefined ? {} : { [name]: value }) as { [P in K]?: V };
 }
 
 /** ioredis returns HGETALL as a flat array under RESP3 legacy mapping or an object: accept both. */

@@ -16,9 +16,9 @@ import {
   WorkerActiveError,
 } from '../errors.js';
 import { decodeMessage, encodeMessage, type Message, type MessageType } from '../message.js';
-import type { Priority, TaskInput, TaskRecord, TaskState } from '../task.js';
+import type { Priority, TaskInput, TaskRecord, TaskState, TaskUsage } from '../task.js';
 import { nowIso } from '../time.js';
-import { decodeAgent, decodeTask, toFields } from './codec.js';
+import { decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
 import type { Connections } from './connection.js';
 import { Keys, SUPERVISOR_ID } from './keys.js';
 import { runScript, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
@@ -64,6 +64,7 @@ export interface StatusSnapshot {
   counts: Record<string, number>;
   backlog: number;
   agents: { info: AgentInfo; queued: number }[];
+  usage?: TaskUsage;
 }
 
 export class Repository {
@@ -205,14 +206,20 @@ export class Repository {
   }
 
   async status(): Promise<StatusSnapshot> {
-    const [rawCounts, backlog, rawAgents] = (await this.run('status')) as unknown as [unknown, number, [string, unknown, number][]];
+    const [rawCounts, backlog, rawAgents, rawUsage] = (await this.run('status')) as unknown as [
+      unknown,
+      number,
+      [string, unknown, number][],
+      unknown,
+    ];
     const counts: Record<string, number> = {};
     for (const [state, n] of Object.entries(toFields(rawCounts))) counts[state] = Number(n);
     const agents = rawAgents.map(([id, fields, queued]) => ({
       info: decodeAgent(this.keys.agent(id), toFields(fields)),
       queued: Number(queued),
     }));
-    return { counts, backlog: Number(backlog), agents };
+    const usage = decodeUsageTotals(toFields(rawUsage));
+    return { counts, backlog: Number(backlog), agents, ...(usage && { usage }) };
   }
 
   // ── tasks ───────────────────────────────────────────────────────────────────────────────
@@ -315,9 +322,10 @@ export class Repository {
     taskId: string;
     fence: string;
     entry: string;
-    outcome: 'completed' | 'failed' | 'retry';
+    outcome: 'completed' | 'failed';
     text: string;
-    usage?: string;
+    usage?: TaskUsage;
+    sessionId?: string;
     notesUsed: number;
   }): Promise<FinishResult> {
     const [status] = await this.run(
@@ -329,14 +337,42 @@ export class Repository {
       args.entry,
       args.outcome,
       args.text,
-      args.usage ?? '',
+      args.usage ? JSON.stringify(args.usage) : '',
       args.notesUsed,
       randomUUID(),
+      args.sessionId ?? '',
     );
     if (status === STATUS.STALE_FENCE) return 'stale';
     if (status === STATUS.SUPERSEDED) return 'superseded';
     if (status === STATUS.TASK_NOT_FOUND) return 'missing';
     return 'recorded';
+  }
+
+  /**
+   * Records a failed run that will be retried in place (same claim); returns the new attempt
+   * count, or why not to retry.
+   */
+  async retryRun(args: {
+    workerId: string;
+    agentId: string;
+    taskId: string;
+    fence: string;
+    error: string;
+    usage?: TaskUsage;
+  }): Promise<{ attempts: number } | { stop: FinishResult }> {
+    const [status, detail] = await this.run(
+      'retry',
+      args.workerId,
+      args.agentId,
+      args.taskId,
+      args.fence,
+      args.error,
+      args.usage ? JSON.stringify(args.usage) : '',
+    );
+    if (status === STATUS.STALE_FENCE) return { stop: 'stale' };
+    if (status === STATUS.SUPERSEDED) return { stop: 'superseded' };
+    if (status === STATUS.TASK_NOT_FOUND) return { stop: 'missing' };
+    return { attempts: Number(detail) };
   }
 
   async sweep(retentionMs: number, batch: number): Promise<{ lost: number; expired: number }> {

@@ -19,6 +19,7 @@ import lib from './lua/lib.lua';
 import registerWorker from './lua/register-worker.lua';
 import releaseWorker from './lua/release-worker.lua';
 import removeAgent from './lua/remove-agent.lua';
+import retry from './lua/retry.lua';
 import send from './lua/send.lua';
 import settle from './lua/settle.lua';
 import spawn from './lua/spawn.lua';
@@ -38,6 +39,7 @@ const SOURCES = {
   registerWorker,
   releaseWorker,
   removeAgent,
+  retry,
   send,
   settle,
   spawn,

@@ -13,10 +13,20 @@ import type { ProcessRunner } from '../runner/process-runner.js';
 import type { TaskRecord, TaskUsage } from '../task.js';
 
 /** The outcome of one run. */
-export type RunOutcome = { ok: true; text: string; usage?: TaskUsage } | { ok: false; text: string };
+export interface RunOutcome {
+  ok: boolean;
+  /** The result, or why it failed. */
+  text: string;
+  /** Tokens and cost the run spent, when reported (failed runs too). */
+  usage?: TaskUsage | undefined;
+  /** The CLI's session id, when reported. */
+  sessionId?: string | undefined;
+  /** A failure worth another run after a backoff (rate limit, timeout, …). */
+  retryable?: boolean;
+}
 
 /** What an executor gets besides the task. */
-export interface RunContext extends Omit<TaskContext, 'log' | 'messages'> {
+export interface RunContext extends Omit<TaskContext, 'log' | 'messages' | 'reportUsage'> {
   notes: Message[];
   logFile: string;
   /** The timeout that applies (task's own, else the agent's). */
@@ -42,6 +52,10 @@ export function handlerExecutor(run: TaskHandler): Executor {
       mkdirSync(dirname(logFile), { recursive: true });
       appendFileSync(logFile, `${line}\n`);
     };
+    let usage: TaskUsage | undefined;
+    const reportUsage = (more: TaskUsage): void => {
+      usage = addUsage(usage, more);
+    };
     try {
       const aborted = new Promise<never>((_, reject) => {
         if (controller.signal.aborted) reject(controller.signal.reason);
@@ -49,12 +63,12 @@ export function handlerExecutor(run: TaskHandler): Executor {
       });
       aborted.catch(() => undefined);
       const value = await Promise.race([
-        Promise.resolve(run(task, { ...rest, signal: controller.signal, messages: notes, log })),
+        Promise.resolve(run(task, { ...rest, signal: controller.signal, messages: notes, log, reportUsage })),
         aborted,
       ]);
-      return { ok: true, text: stringify(value) };
+      return { ok: true, text: stringify(value), usage };
     } catch (err) {
-      return { ok: false, text: describeError(err) };
+      return { ok: false, text: describeError(err), retryable: isRetryable(err), usage };
     } finally {
       clearTimeout(timer);
       context.signal.removeEventListener('abort', onAbort);
@@ -125,6 +139,22 @@ function stringify(value: unknown): string {
   } catch {
     return String(value);
   }
+}
+
+/** Sums two usage reports field by field; the latest model wins. */
+export function addUsage(a: TaskUsage | undefined, b: TaskUsage): TaskUsage {
+  const sum: TaskUsage = { ...a };
+  for (const field of ['inputTokens', 'outputTokens', 'cacheReadTokens', 'cacheWriteTokens', 'reasoningTokens', 'costUsd'] as const) {
+    const value = b[field];
+    if (typeof value === 'number' && Number.isFinite(value)) sum[field] = (sum[field] ?? 0) + value;
+  }
+  if (b.model !== undefined) sum.model = b.model;
+  return sum;
+}
+
+/** Handlers ask for a retry by throwing an error with `retryable: true`. */
+function isRetryable(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { retryable?: unknown }).retryable === true;
 }
 
 function describeError(err: unknown): string {

@@ -17,7 +17,7 @@ import type { Connections } from '../store/connection.js';
 import type { Repository } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
 import type { Town } from '../town.js';
-import { parseNotes, type Executor, type RunOutcome } from './executor.js';
+import { parseNotes, type Executor, type RunContext, type RunOutcome } from './executor.js';
 
 /** How long one BLMOVE blocks; the watchdog allows this plus a grace period. */
 const BLOCK_SECONDS = 5;
@@ -42,6 +42,8 @@ export interface WorkerSettings {
   leaseMs: number;
   claimBacklog: boolean;
   timeoutMs?: number;
+  /** First retry delay; each further retry waits twice as long (capped at a minute). */
+  retryDelayMs: number;
 }
 
 /** Why a running task was interrupted. */
@@ -235,7 +237,7 @@ export class Worker {
     const run: CurrentRun = { task, controller };
     this.current = run;
     const timeoutMs = task.timeoutMs ?? this.settings.timeoutMs;
-    const outcome = await this.runExecutor(task, {
+    const context: RunContext = {
       signal: controller.signal,
       agent,
       town,
@@ -249,7 +251,8 @@ export class Worker {
         TINYTOWN_AGENT_NAME: agent.name,
         TINYTOWN_TASK_ID: task.id,
       },
-    });
+    };
+    const outcome = await this.runWithRetries(task, fence, context, run);
     this.current = undefined;
     // Handed back or lease lost: the entry stays claimed; release (or a reclaim) requeues it.
     if (run.interruption === 'handback' || run.interruption === 'lease-lost') return;
@@ -263,7 +266,8 @@ export class Worker {
           entry,
           outcome: outcome.ok ? 'completed' : 'failed',
           text: outcome.text,
-          ...(outcome.ok && outcome.usage && { usage: JSON.stringify(outcome.usage) }),
+          ...(outcome.usage && { usage: outcome.usage }),
+          ...(outcome.sessionId && { sessionId: outcome.sessionId }),
           notesUsed: notes.length,
         }),
       );
@@ -273,6 +277,34 @@ export class Worker {
       return;
     }
     if (this.settings.claimBacklog && !this.stopping) await repo.autoClaim(agent.id).catch(this.deps.report);
+  }
+
+  /**
+   * Runs the task; a retryable failure (rate limit, timeout, stall, a handler error marked
+   * `retryable`) runs again after an exponential backoff, keeping the claim, until the task's
+   * `maxAttempts`. Each retry is recorded (attempts + 1, `task.retried`) before it waits.
+   */
+  private async runWithRetries(task: TaskRecord, fence: string, context: RunContext, run: CurrentRun): Promise<RunOutcome> {
+    let outcome = await this.runExecutor(task, context);
+    let attempts = task.attempts;
+    // A stopping worker keeps retrying: its grace period, not the retry, decides when to hand back.
+    while (!outcome.ok && outcome.retryable === true && attempts < task.maxAttempts && !run.interruption) {
+      const recorded = await this.persist(() =>
+        this.deps.repo.retryRun({
+          workerId: this.id,
+          agentId: this.deps.agent.id,
+          taskId: task.id,
+          fence,
+          error: outcome.text,
+          ...(outcome.usage && { usage: outcome.usage }),
+        }),
+      );
+      if ('stop' in recorded) return { ...outcome, usage: undefined }; // settled elsewhere: finish says so
+      attempts = recorded.attempts;
+      if (!(await backoff(this.settings.retryDelayMs, attempts - 1, run.controller.signal))) return { ...outcome, usage: undefined };
+      outcome = await this.runExecutor({ ...task, attempts }, { ...context, attempt: attempts });
+    }
+    return outcome;
   }
 
   /** Executors report failures as outcomes; a custom one that throws still fails only its task. */
@@ -333,4 +365,20 @@ export class Worker {
       report(err); // the lease expires and the sweeper hands the work back
     }
   }
+}
+
+/** Waits `base * 2^(n-1)` ms (±20 %, at most a minute); resolves false if aborted first. */
+function backoff(baseMs: number, n: number, signal: AbortSignal): Promise<boolean> {
+  const ms = Math.min(60_000, baseMs * 2 ** Math.max(0, n - 1)) * (0.8 + Math.random() * 0.4);
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    const done = (completed: boolean): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      resolve(completed);
+    };
+    const onAbort = (): void => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }

@@ -1,26 +1,31 @@
--- finish v2: records the outcome of a run, fenced. Only the worker holding the task's current
+-- finish v3: records the outcome of a run, fenced. Only the worker holding the task's current
 -- fencing token may settle it; a zombie's late result is rejected and recorded as an event.
 -- A cancel, complete or fail written by someone else during the run wins over the run's end.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] task id   ARGV[8] fencing token
--- ARGV[9] the processing entry   ARGV[10] 'completed' | 'failed' | 'retry'
--- ARGV[11] result or error text  ARGV[12] usage JSON ('' = none)
+-- ARGV[9] the processing entry   ARGV[10] 'completed' | 'failed'
+-- ARGV[11] result or error text  ARGV[12] this run's usage JSON ('' = none)
 -- ARGV[13] notes that rode along (dropped now)   ARGV[14] id for a reply message
+-- ARGV[15] the CLI's session id ('' = none), kept on the task and the agent
 -- Returns {0, outcome} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state}
 local wid, aid, tid, fence, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local outcome, text, usage, notes_used, reply_id = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14]
+local outcome, text, usage, notes_used, reply_id, session = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14], ARGV[15]
 local tkey, akey = key('task', tid), key('agent', aid)
 
 redis.call('LREM', key('processing', wid), 1, raw)
 local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'attempts')
 local state = t[1]
 if not state then return { E_TASK_NOT_FOUND } end
+record_usage(tkey, aid, usage) -- spent even by a zombie whose result is refused
 if t[2] ~= fence then
   emit({ type = 'task.rejected', task_id = tid, agent_id = aid, message = 'late result from a stale claim rejected', worker_id = wid })
   return { E_STALE_FENCE }
 end
 
 if notes_used > 0 then redis.call('LTRIM', key('notes', aid), notes_used, -1) end
-if usage ~= '' then redis.call('HSET', tkey, 'usage', usage) end
+if session ~= '' then
+  redis.call('HSET', tkey, 'session_id', session)
+  redis.call('HSET', akey, 'session_id', session)
+end
 redis.call('HDEL', tkey, 'worker_id')
 
 if state ~= 'running' then
@@ -40,22 +45,18 @@ end
 
 if outcome == 'completed' then
   redis.call('HSET', tkey, 'result', text)
+  redis.call('HDEL', tkey, 'error') -- a retried run's error is history once it succeeds
   set_task_state(tkey, tid, 'running', 'completed')
   redis.call('HINCRBY', akey, 'tasks_completed', 1)
   redis.call('HINCRBY', akey, 'rounds_completed', 1)
   emit({ type = 'task.completed', task_id = tid, agent_id = aid, message = 'task completed' })
   reply(text)
-elseif outcome == 'failed' then
+else
   redis.call('HSET', tkey, 'error', text)
   set_task_state(tkey, tid, 'running', 'failed')
   redis.call('HINCRBY', akey, 'tasks_failed', 1)
   emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = text })
   reply('failed: ' .. text)
-else
-  redis.call('HSET', tkey, 'error', text)
-  set_task_state(tkey, tid, 'running', 'assigned')
-  enqueue(key('inbox', aid), raw)
-  emit({ type = 'task.retried', task_id = tid, agent_id = aid, message = text, attempt = tonumber(t[4]) })
 end
 agent_after_task(aid, tid)
 return { 0, outcome }

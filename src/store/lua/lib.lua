@@ -122,6 +122,37 @@ local function enqueue(list, raw)
   redis.call('RPUSH', list, raw)
 end
 
+-- Usage fields a CLI may report (record JSON name, hash field name).
+local USAGE_FIELDS = {
+  { 'inputTokens', 'input_tokens' }, { 'outputTokens', 'output_tokens' },
+  { 'cacheReadTokens', 'cache_read_tokens' }, { 'cacheWriteTokens', 'cache_write_tokens' },
+  { 'reasoningTokens', 'reasoning_tokens' }, { 'costUsd', 'cost_usd' },
+}
+
+-- Adds one run's usage to its task (summed over the task's runs), its agent (`usage_*` fields)
+-- and the town (the `usage` hash). Every run counts, failed ones too: their tokens were spent.
+local function record_usage(tkey, aid, usage_json)
+  if usage_json == '' then return end
+  local ok, run = pcall(cjson.decode, usage_json)
+  if not ok or type(run) ~= 'table' then return end
+  local total = {}
+  local previous = redis.call('HGET', tkey, 'usage')
+  if previous then
+    local ok2, parsed = pcall(cjson.decode, previous)
+    if ok2 and type(parsed) == 'table' then total = parsed end
+  end
+  for _, field in ipairs(USAGE_FIELDS) do
+    local value = tonumber(run[field[1]])
+    if value then
+      total[field[1]] = (tonumber(total[field[1]]) or 0) + value
+      redis.call('HINCRBYFLOAT', key('agent', aid), 'usage_' .. field[2], value)
+      redis.call('HINCRBYFLOAT', key('usage'), field[2], value)
+    end
+  end
+  if type(run.model) == 'string' then total.model = run.model end
+  redis.call('HSET', tkey, 'usage', cjson.encode(total))
+end
+
 -- Lists a new task in the creation-order index (a counter, so tasks created within the same
 -- millisecond keep their order).
 local function index_task(tid)
