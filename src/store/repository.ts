@@ -341,6 +341,7 @@ export class Repository {
       args.notesUsed,
       randomUUID(),
       args.sessionId ?? '',
+      randomUUID(),
     );
     if (status === STATUS.STALE_FENCE) return 'stale';
     if (status === STATUS.SUPERSEDED) return 'superseded';
@@ -399,8 +400,8 @@ export class Repository {
     if (status === STATUS.NOT_IN_BACKLOG) throw new NotInBacklogError(`Task ${taskId} is not in the backlog (claimed or removed already).`);
   }
 
-  async autoClaim(agentId: string, scan = 200): Promise<string | undefined> {
-    const [status, taskId] = await this.run('backlogAutoClaim', agentId, randomUUID(), scan);
+  async autoClaim(agentId: string): Promise<string | undefined> {
+    const [status, taskId] = await this.run('backlogAutoClaim', agentId, randomUUID());
     return status === 1 ? String(taskId) : undefined;
   }
 

@@ -274,9 +274,7 @@ export class Worker {
     } catch (err) {
       // Could not record it: the lease lapses and the task is reclaimed, never lost.
       this.deps.report(err);
-      return;
     }
-    if (this.settings.claimBacklog && !this.stopping) await repo.autoClaim(agent.id).catch(this.deps.report);
   }
 
   /**

@@ -6,9 +6,11 @@
 -- ARGV[11] result or error text  ARGV[12] this run's usage JSON ('' = none)
 -- ARGV[13] notes that rode along (dropped now)   ARGV[14] id for a reply message
 -- ARGV[15] the CLI's session id ('' = none), kept on the task and the agent
+-- ARGV[16] message id for a backlog task the agent auto-claims now (claim_backlog agents), so
+--          it is never idle while matching backlog work waits
 -- Returns {0, outcome} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state}
 local wid, aid, tid, fence, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local outcome, text, usage, notes_used, reply_id, session = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14], ARGV[15]
+local outcome, text, usage, notes_used, reply_id, session, claim_id = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14], ARGV[15], ARGV[16]
 local tkey, akey = key('task', tid), key('agent', aid)
 
 redis.call('LREM', key('processing', wid), 1, raw)
@@ -30,6 +32,7 @@ redis.call('HDEL', tkey, 'worker_id')
 
 if state ~= 'running' then
   agent_after_task(aid, tid)
+  auto_claim(aid, claim_id)
   return { E_SUPERSEDED, state }
 end
 
@@ -59,4 +62,5 @@ else
   reply('failed: ' .. text)
 end
 agent_after_task(aid, tid)
+auto_claim(aid, claim_id)
 return { 0, outcome }
