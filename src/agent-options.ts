@@ -23,6 +23,8 @@ export const agentOptionsSchema = z.strictObject({
   cwd: z.string().min(1).optional(),
   env: z.record(z.string(), z.string()).optional(),
   timeoutMs: ms.optional(),
+  stallMs: ms.optional(),
+  continueSession: z.boolean().optional(),
   leaseMs: ms.optional(),
   retryDelayMs: z.number().int().min(0).optional(),
   role: z.string().min(1).max(64).optional(),

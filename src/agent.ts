@@ -89,6 +89,13 @@ export interface AgentWorkOptions {
   env?: Record<string, string>;
   /** Per-task time limit when the task sets none. */
   timeoutMs?: number;
+  /** Stop a CLI that printed nothing for this long (a stall, retried like a timeout). */
+  stallMs?: number;
+  /**
+   * Resume the CLI session of the agent's previous task for the next one (by exact id, for CLIs
+   * that support it), so the agent keeps its context across tasks.
+   */
+  continueSession?: boolean;
   /** This worker's lease (default: the town's `leaseMs`). */
   leaseMs?: number;
   /**

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { z } from 'zod';
 import { ConfigInvalidError, ConfigNotFoundError, InvalidNameError, ReservedNameError } from './errors.js';
 import type { CliDefinition } from './runner/cli.js';
+import { OUTPUT_FORMATS } from './runner/parsers/index.js';
 import type { RedisInput } from './store/connection.js';
 import type { KeyLayout } from './store/keys.js';
 import { formatIssues } from './task.js';
@@ -60,7 +61,10 @@ export const cliDefinitionSchema = z.strictObject({
   command: z.string().min(1),
   args: z.array(z.string()).optional(),
   prompt: z.enum(['stdin', 'arg', 'file']).optional(),
-  output: z.literal('text').optional(),
+  output: z.enum(OUTPUT_FORMATS).optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  sessionArgs: z.array(z.string()).optional(),
+  resumeArgs: z.array(z.string()).optional(),
 });
 
 /** Schema of `tinytown.json`. Unknown keys are refused so typos surface. */

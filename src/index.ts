@@ -49,6 +49,18 @@ export { Worker } from './worker/worker.js';
 export type { OutputChunk, ProcessExit, ProcessRunner, ProcessSpec, RunningProcess } from './runner/process-runner.js';
 export { ChildProcessRunner, defaultRunner } from './runner/child-process-runner.js';
 export { runCli, type CliDefinition, type CliRunRequest, type CliRunResult, type PromptMode } from './runner/cli.js';
-export { PRESETS, resolveCli, type PresetName } from './runner/presets.js';
+export { PRESETS, resolveCli, withSession, type PresetName } from './runner/presets.js';
+export {
+  createParser,
+  isOutputFormat,
+  OUTPUT_FORMATS,
+  parseOutput,
+  type CliErrorKind,
+  type CliUsage,
+  type OutputFormat,
+  type OutputParser,
+  type ParsedOutput,
+} from './runner/parsers/index.js';
+export { classifyMessage, isRetryable, type FailureClass } from './runner/failure.js';
 export { ensureManagedRedis, stopManagedRedis, type ManagedRedis, type ManagedRedisOptions } from './redis-server/managed.js';
 export * from './errors.js';

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { setMaxListeners } from 'node:events';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
@@ -139,6 +140,11 @@ export class Town implements AsyncDisposable {
   private readonly sweeper: NodeJS.Timeout;
   private bridged = false;
   private closed: Promise<void> | undefined;
+  /** When the command connection last became ready; the sweeper holds off for a while after. */
+  private connectedAt = Date.now();
+  private readonly onReconnect = (): void => {
+    this.connectedAt = Date.now();
+  };
 
   private constructor(
     /** The town's name (part of every Redis key). */
@@ -154,6 +160,9 @@ export class Town implements AsyncDisposable {
     this.reader = new EventReader(repo.connections, repo.keys.events, (err) => this.report(err));
     this.sweeper = setInterval(() => void this.sweep(), Math.max(50, Math.floor(settings.leaseMs / 2)));
     this.sweeper.unref();
+    repo.connections.command.on('ready', this.onReconnect);
+    // Every wait listens for the town's close: many at once are normal, not a leak.
+    setMaxListeners(0, this.closing.signal);
   }
 
   /**
@@ -679,6 +688,7 @@ export class Town implements AsyncDisposable {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.sweeper);
+    this.repo.connections.command.off('ready', this.onReconnect);
     this.closing.abort(new TownClosedError(`Town ${this.name} was closed.`));
     await Promise.all([...this.workers.values()].map((w) => w.stop({ graceMs: this.settings.closeGraceMs })));
     this.reader.stop();
@@ -824,6 +834,8 @@ export class Town implements AsyncDisposable {
       ...(options.instructions !== undefined && { instructions: options.instructions }),
       ...(options.cwd !== undefined && { cwd: resolve(this.root, options.cwd) }),
       ...(options.env !== undefined && { env: options.env }),
+      ...(options.stallMs !== undefined && { stallMs: options.stallMs }),
+      ...(options.continueSession !== undefined && { continueSession: options.continueSession }),
     });
   }
 
@@ -871,6 +883,12 @@ export class Town implements AsyncDisposable {
   }
 
   private async sweep(): Promise<void> {
+    // Right after this process (re)connected, leases may look expired that live workers have
+    // not had a chance to renew: a Redis restarted from its AOF brings every lease back expired
+    // when it was down longer than the lease, and a worker may reconnect later than we did.
+    // Give them a lease (and a second for their reconnect) first; other processes sweep meanwhile.
+    // Not while disconnected either: a sweep queued now would run on reconnect, grace or not.
+    if (this.repo.connections.command.status !== 'ready' || Date.now() - this.connectedAt < this.settings.leaseMs + 1_000) return;
     try {
       const interval = Math.max(50, Math.floor(this.settings.leaseMs / 2));
       if (await this.repo.takeSweepTurn(interval)) await this.repo.sweep(this.settings.retentionMs, RETENTION_BATCH);

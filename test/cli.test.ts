@@ -241,6 +241,56 @@ describe('runCli: stopping', () => {
   });
 });
 
+describe('runCli: stall detection', () => {
+  const REPLAY = fileURLToPath(new URL('./fixtures/replay-cli.mjs', import.meta.url));
+
+  it('stops a CLI that goes silent, with its whole group, as stalled (retryable)', async () => {
+    const result = await runCli(request('[fake:grandchild]', { stallMs: 400, timeoutMs: 10_000, killGraceMs: 1_000 }));
+    expect(result).toMatchObject({ ok: false, failure: 'stalled', reason: 'stalled', retryable: true });
+    expect(result.error).toMatch(/stalled: no output for 400ms \(stopped with SIGTERM\); last stdout:\ngrandchild=\d+$/);
+    expect(result.durationMs).toBeLessThan(3_000);
+    expect(await isGone(grandchildPid(result.text))).toBe(true);
+  });
+
+  it('does not count a CLI that keeps printing as stalled', async () => {
+    const definition: CliDefinition = { command: process.execPath, args: [REPLAY, '--tick', '50', '--tick-line', 'working'] };
+    const result = await runCli(request('x', { definition, stallMs: 300, timeoutMs: 1_000, killGraceMs: 500 }));
+    expect(result).toMatchObject({ ok: false, failure: 'timeout', retryable: true });
+    expect(result.error).toContain('timed out after 1000ms');
+  });
+
+  it('rejects an invalid stallMs', async () => {
+    await expect(runCli(request('x', { stallMs: 0 }))).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+});
+
+describe('runCli: normalized result', () => {
+  it('marks failures retryable or not, and successes as not retryable', async () => {
+    expect(await runCli(request('hello'))).toMatchObject({ ok: true, retryable: false, stdout: 'done: hello' });
+    expect(await runCli(request('[fake:crash]'))).toMatchObject({ failure: 'signal', retryable: true });
+    expect(await runCli(request('[fake:fail]'))).toMatchObject({ failure: 'exit', retryable: false });
+    expect(await runCli(request('[fake:silent]'))).toMatchObject({ failure: 'no_output', retryable: false });
+    expect(await runCli(request('x', { definition: { command: `tinytown-missing-${randomUUID()}` } }))).toMatchObject({ failure: 'not_found', retryable: false });
+  });
+
+  it('parses the fake Claude result when the definition names the parser', async () => {
+    const result = await runCli(request('Ship it [fake:json=claude]', { definition: { ...fake(), output: 'claude-json' } }));
+    expect(result).toMatchObject({ ok: true, text: 'done: Ship it [fake:json=claude]', usage: { costUsd: 0.0123, inputTokens: 1200, model: 'claude-sonnet-4-5' } });
+    expect(result.sessionId).toMatch(/^[0-9a-f-]{36}$/);
+    const failed = await runCli(request('[fake:json=claude][fake:exit=1]', { definition: { ...fake(), output: 'claude-json' } }));
+    expect(failed).toMatchObject({ ok: false, failure: 'not_authenticated', retryable: false });
+    expect(failed.error).toContain('not authenticated: Not logged in · Please run /login');
+  });
+
+  it('parses the fake Codex events', async () => {
+    const result = await runCli(request('Go [fake:json=codex]', { definition: { ...fake(), output: 'codex-jsonl' } }));
+    expect(result).toMatchObject({ ok: true, text: 'done: Go [fake:json=codex]', usage: { inputTokens: 5400 - 2048, cacheReadTokens: 2048, outputTokens: 321 } });
+    const failed = await runCli(request('[fake:json=codex][fake:exit=1]', { definition: { ...fake(), output: 'codex-jsonl' } }));
+    expect(failed).toMatchObject({ ok: false, failure: 'cli_error', retryable: false });
+    expect(failed.error).toContain('reported an error: stream error: something broke (exit code 1)');
+  });
+});
+
 describe('runCli: the prompt is data, never shell', () => {
   const modes: Array<[string, CliDefinition, boolean]> = [
     ['stdin', fake([], 'stdin'), false],

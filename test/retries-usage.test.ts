@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { TaskUsage, TownEvent } from '../src/index.js';
 import { collectHistory, deferred } from './helpers/kit.js';
-import { openTown } from './helpers/town.js';
+import { FAKE_AGENT, openTown } from './helpers/town.js';
 
 const WAIT = { timeoutMs: 10_000 };
 
@@ -154,5 +154,49 @@ describe('usage', () => {
     await town.waitForTask((await agent.assign('x')).id, WAIT);
     expect((await town.status()).usage).toEqual({});
     expect((await agent.info()).usage).toBeUndefined();
+  });
+});
+
+describe('CLI usage and sessions', () => {
+  const claudeLike = {
+    command: FAKE_AGENT,
+    args: [],
+    prompt: 'stdin' as const,
+    output: 'claude-json' as const,
+    sessionArgs: ['--session-id', '{sessionId}'],
+    resumeArgs: ['--resume', '{sessionId}'],
+  };
+
+  it('records the usage and session a CLI reports, and resumes the session with continueSession', async () => {
+    const town = await openTown();
+    const agent = await town.spawnAgent('claude-like', { cli: claudeLike, continueSession: true });
+    const first = await town.waitForTask((await agent.assign('first [fake:json=claude]')).id, WAIT);
+    expect(first).toMatchObject({ state: 'completed', result: 'done: first [fake:json=claude]' });
+    expect(first.sessionId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(first.usage).toMatchObject({ outputTokens: 456, costUsd: 0.0123, cacheReadTokens: 4000 });
+    expect((await agent.info()).sessionId).toBe(first.sessionId);
+
+    const second = await town.waitForTask((await agent.assign('second [fake:json=claude]')).id, WAIT);
+    expect(second.sessionId).toBe(first.sessionId); // resumed by exact id
+    expect((await town.status()).usage.costUsd).toBeCloseTo(0.0246, 6);
+  });
+
+  it('starts a fresh session per task without continueSession', async () => {
+    const town = await openTown();
+    const agent = await town.spawnAgent('fresh', { cli: claudeLike });
+    const a = await town.waitForTask((await agent.assign('a [fake:json=claude]')).id, WAIT);
+    const b = await town.waitForTask((await agent.assign('b [fake:json=claude]')).id, WAIT);
+    expect(a.sessionId).toBeDefined();
+    expect(b.sessionId).toBeDefined();
+    expect(b.sessionId).not.toBe(a.sessionId);
+  });
+
+  it('a CLI error reported as is_error fails the task with its words, not retried', async () => {
+    const town = await openTown();
+    const agent = await town.spawnAgent('logged-out', { cli: claudeLike, retryDelayMs: 10 });
+    const task = await agent.assign({ description: 'x [fake:json=claude] [fake:exit=1]', maxAttempts: 3 });
+    const done = await town.waitForTask(task.id, WAIT);
+    expect(done).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(done.error).toMatch(/not authenticated: Not logged in/);
   });
 });

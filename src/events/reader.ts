@@ -35,7 +35,11 @@ export class EventReader {
    * state, and no change in between is missed.
    */
   async ensureStarted(): Promise<string> {
-    this.starting ??= this.start();
+    // A start that failed (Redis unreachable) is tried again by the next caller, not cached.
+    this.starting ??= this.start().catch((err: unknown) => {
+      this.starting = undefined;
+      throw err;
+    });
     const initial = await this.starting;
     return this.position ?? initial;
   }

@@ -10,6 +10,9 @@ import { mkdir, open, rm, stat, writeFile, type FileHandle } from 'node:fs/promi
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CliNotFoundError, InvalidArgumentError } from '../errors.js';
+import { classifyMessage, isRetryable, type FailureClass } from './failure.js';
+import { createParser, isOutputFormat, OUTPUT_FORMATS, type CliErrorKind, type CliUsage, type OutputFormat, type OutputParser, type ParsedOutput } from './parsers/index.js';
+import { LineSplitter } from './parsers/lines.js';
 import type { OutputChunk, ProcessExit, ProcessRunner, ProcessSpec, RunningProcess } from './process-runner.js';
 
 /**
@@ -34,6 +37,12 @@ export type PromptMode = 'stdin' | 'arg' | 'file';
  * import type { CliDefinition } from 'tinytown';
  * const aider: CliDefinition = { command: 'aider', args: ['--yes-always', '--message-file', '{promptFile}'], prompt: 'file' };
  * const gemini: CliDefinition = { command: 'gemini', args: ['-p'], prompt: 'arg' }; // prompt appended
+ * const claude: CliDefinition = {
+ *   command: 'claude',
+ *   args: ['-p', '--output-format', 'json'],
+ *   output: 'claude-json',
+ *   resumeArgs: ['-p', '--output-format', 'json', '--resume', '{sessionId}'],
+ * };
  * ```
  */
 export interface CliDefinition {
@@ -43,8 +52,23 @@ export interface CliDefinition {
   args?: readonly string[];
   /** How the prompt is delivered; default `'stdin'`. */
   prompt?: PromptMode;
-  /** How stdout is interpreted; `'text'` (the default) takes it as the result. */
-  output?: 'text';
+  /**
+   * How the output is read back: `'text'` (the default) takes stdout as the result; a parser name
+   * from {@link OUTPUT_FORMATS} reads the CLI's structured output (result, session id, usage).
+   */
+  output?: OutputFormat;
+  /**
+   * Environment defaults for this CLI (OpenCode's `OPENCODE_PERMISSION`, say). The run's own
+   * environment wins on a conflict, so an agent's `env` can still override them.
+   */
+  env?: Readonly<Record<string, string>>;
+  /**
+   * Arguments (replacing `args`) that start a new session with an id chosen by the caller, the
+   * placeholder `{sessionId}` standing for it; see `withSession()`.
+   */
+  sessionArgs?: readonly string[];
+  /** Arguments (replacing `args`) that continue the session `{sessionId}`; see `withSession()`. */
+  resumeArgs?: readonly string[];
 }
 
 /**
@@ -83,29 +107,50 @@ export interface CliRunRequest {
   killGraceMs?: number;
   /** Bytes of each stream kept in memory (the rest is only in the log); default 64 KiB. */
   tailBytes?: number;
+  /**
+   * No output on stdout or stderr for this long → the group is stopped as on a timeout and the
+   * run fails as `stalled`. Off by default: some CLIs think silently for minutes.
+   */
+  stallMs?: number;
 }
 
 /**
- * The outcome of {@link runCli}. It never throws for the CLI's failures: they are described here.
+ * The outcome of {@link runCli}, normalized across CLIs. It never throws for the CLI's failures:
+ * they are described here.
  *
  * @example
  * ```ts
  * const result = await runCli(request);
- * if (!result.ok) console.error(result.reason, result.error);
- * else console.log(result.text);
+ * if (result.ok) console.log(result.text, result.sessionId, result.usage?.costUsd);
+ * else if (result.retryable) console.warn(`${result.failure}: will retry`, result.error);
+ * else console.error(result.failure, result.error); // not_authenticated: claude not authenticated: Not logged in · …
  * ```
  */
 export interface CliRunResult {
-  /** Exit code 0 and some stdout (a clean exit with no output is a failure). */
+  /** Exit code 0, no failure reported by the CLI, and a result (a clean exit with no output is a failure). */
   ok: boolean;
-  /** The stdout tail, trimmed. */
+  /**
+   * The result: for `'text'` output the stdout tail, trimmed; for a parsed format the result text
+   * the CLI reported (Claude's `result`, Codex's last agent message…), or the stdout tail when its
+   * output held no structured result.
+   */
   text: string;
+  /** The raw stdout tail, trimmed. */
+  stdout: string;
   /** The stderr tail, trimmed (for parsers of CLIs that report errors there). */
   stderr: string;
-  /** Why it failed, naming the cause and the CLI's last words. */
+  /** Why it failed, naming the cause and quoting the CLI's own last words. */
   error?: string;
   /** The failure's category; absent when `ok`. */
-  reason?: 'not_found' | 'exit' | 'signal' | 'timeout' | 'aborted' | 'no_output' | 'spawn';
+  failure?: FailureClass;
+  /** Same as `failure` (its former name). */
+  reason?: FailureClass;
+  /** Whether another attempt may succeed (rate limit, timeout, stall, signal, network); false when `ok`. */
+  retryable: boolean;
+  /** The CLI's session id, where it reports one (also on failure: a session may be resumed). */
+  sessionId?: string;
+  /** Tokens and cost, where the CLI reports them (also on failure: the tokens were spent). */
+  usage?: CliUsage;
   exit: ProcessExit;
   durationMs: number;
 }
@@ -169,6 +214,8 @@ interface Options {
   killGraceMs: number;
   tailBytes: number;
   timeoutMs: number | undefined;
+  stallMs: number | undefined;
+  output: OutputFormat;
 }
 
 function validate(request: CliRunRequest): Options {
@@ -177,10 +224,15 @@ function validate(request: CliRunRequest): Options {
   const mode = request.definition.prompt ?? 'stdin';
   if (mode !== 'stdin' && mode !== 'arg' && mode !== 'file')
     throw new InvalidArgumentError(`definition.prompt must be 'stdin', 'arg' or 'file', not ${JSON.stringify(mode)}`);
+  const output = request.definition.output ?? 'text';
+  if (!isOutputFormat(output))
+    throw new InvalidArgumentError(`definition.output must be one of ${OUTPUT_FORMATS.join(', ')}, not ${JSON.stringify(output)}`);
   return {
     killGraceMs: nonNegative('killGraceMs', request.killGraceMs ?? DEFAULT_KILL_GRACE_MS),
     tailBytes: positive('tailBytes', request.tailBytes ?? DEFAULT_TAIL_BYTES),
     timeoutMs: request.timeoutMs === undefined ? undefined : positive('timeoutMs', request.timeoutMs),
+    stallMs: request.stallMs === undefined ? undefined : positive('stallMs', request.stallMs),
+    output,
   };
 }
 
@@ -224,7 +276,9 @@ async function prepare(request: CliRunRequest): Promise<Invocation> {
       args = [...template];
       shown = `${commandLine(definition.command, args)} < ${elided}`;
     }
-    const spec: ProcessSpec = { command: definition.command, args, env: request.env };
+    // The definition's env holds defaults; the run's environment (agent env included) wins.
+    const env = definition.env ? { ...definition.env, ...request.env } : request.env;
+    const spec: ProcessSpec = { command: definition.command, args, env };
     if (request.cwd !== undefined) spec.cwd = request.cwd;
     if (mode === 'stdin') spec.stdin = prompt;
     await log.write(Buffer.from(headerLine(shown, request.cwd)));
@@ -321,6 +375,7 @@ async function supervise(
   const proc = startSafely(request.runner, spec);
   const stop = new Stopper(proc, options.killGraceMs);
   const tails = { stdout: new Tail(options.tailBytes), stderr: new Tail(options.tailBytes) };
+  const reader = new StructuredReader(options.output);
 
   let exit: ProcessExit | undefined;
   const exited = proc.exited.then((value) => {
@@ -332,6 +387,11 @@ async function supervise(
     options.timeoutMs === undefined
       ? undefined
       : setTimeout(() => exit === undefined && stop.stop('timeout'), options.timeoutMs);
+  // Re-armed on every chunk with refresh(): cheaper than a new timer per chunk.
+  const stallTimer =
+    options.stallMs === undefined
+      ? undefined
+      : setTimeout(() => exit === undefined && stop.stop('stalled'), options.stallMs);
   const onAbort = (): void => {
     if (exit === undefined) stop.stop('aborted');
   };
@@ -342,7 +402,9 @@ async function supervise(
     // A custom runner's output may fail; the process still has to be waited for.
     const outputError = await pump(proc.output, stop.abandoned, async (chunk) => {
       stop.outputSeen();
+      stallTimer?.refresh();
       tails[chunk.stream].push(chunk.data);
+      reader.push(chunk);
       await log.write(chunk.data);
     }).then(
       () => undefined,
@@ -352,9 +414,10 @@ async function supervise(
     const durationMs = Math.round(performance.now() - startedAt);
     if (outputError !== undefined) await log.footer(`reading the output failed: ${message(outputError)}`);
     await log.footer(`exit code=${finalExit.code} signal=${finalExit.signal}${finalExit.spawnError ? ` error=${finalExit.spawnError.code}` : ''} after ${durationMs}ms`);
-    return await outcome({ request, options, exit: finalExit, stop, tails, durationMs });
+    return await outcome({ request, options, exit: finalExit, stop, tails, parsed: reader.finish(), durationMs });
   } finally {
     if (timer) clearTimeout(timer);
+    if (stallTimer) clearTimeout(stallTimer);
     request.signal?.removeEventListener('abort', onAbort);
     stop.dispose();
   }
@@ -418,7 +481,7 @@ function nextOrGiveUp(
   });
 }
 
-type StopReason = 'timeout' | 'aborted';
+type StopReason = 'timeout' | 'aborted' | 'stalled';
 
 /** SIGTERM to the group, SIGKILL after the grace period, with the timers owned in one place. */
 class Stopper {
@@ -439,7 +502,7 @@ class Stopper {
     return this.giveUp.signal;
   }
 
-  /** Timeout or abort while the CLI runs. */
+  /** Timeout, stall or abort while the CLI runs. */
   stop(reason: StopReason): void {
     if (this.reason) return;
     this.reason = reason;
@@ -546,6 +609,50 @@ function hasNonWhitespace(data: Buffer): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reading structured output as it streams
+
+/**
+ * Feeds both streams, line by line, to the parser the output format names, so that a result at
+ * the end of many megabytes is still read while only one line at a time is held. Plain text
+ * needs no parser: its result is the stdout tail.
+ */
+class StructuredReader {
+  private parser: OutputParser | undefined;
+  private readonly lines: Record<OutputChunk['stream'], LineSplitter> | undefined;
+
+  constructor(format: OutputFormat) {
+    if (format === 'text') return;
+    this.parser = createParser(format);
+    this.lines = {
+      stdout: new LineSplitter((line) => this.feed(line, 'stdout')),
+      stderr: new LineSplitter((line) => this.feed(line, 'stderr')),
+    };
+  }
+
+  push(chunk: OutputChunk): void {
+    if (this.parser) this.lines?.[chunk.stream].push(chunk.data);
+  }
+
+  finish(): ParsedOutput | undefined {
+    this.lines?.stdout.end();
+    this.lines?.stderr.end();
+    try {
+      return this.parser?.finish();
+    } catch {
+      return undefined; // a parser bug must not lose the run: judge it as plain text
+    }
+  }
+
+  private feed(line: string, stream: OutputChunk['stream']): void {
+    try {
+      this.parser?.line(line, stream);
+    } catch {
+      this.parser = undefined;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Judging the outcome
 
 interface OutcomeInput {
@@ -554,36 +661,74 @@ interface OutcomeInput {
   exit: ProcessExit;
   stop: Stopper;
   tails: { stdout: Tail; stderr: Tail };
+  /** Undefined for plain text output. */
+  parsed: ParsedOutput | undefined;
   durationMs: number;
 }
 
-async function outcome(input: OutcomeInput): Promise<CliRunResult> {
-  const { request, exit, tails, durationMs } = input;
-  const text = tails.stdout.text().trim();
-  const stderr = tails.stderr.text().trim();
-  const base = { text, stderr, exit, durationMs };
-  const failure = await describeFailure(input);
-  if (!failure) return { ok: true, ...base };
-  const command = quote(request.definition.command);
-  // A process that never started has no last words to quote.
-  const said = exit.spawnError ? '' : lastWords(stderr, text);
-  const error = failure.reason === 'not_found' ? failure.cause : `${command} ${failure.cause}${said}`;
-  return { ok: false, ...base, reason: failure.reason, error };
+interface Failure {
+  failure: FailureClass;
+  kind?: CliErrorKind | undefined;
+  error: string;
 }
 
-async function describeFailure({
-  request,
-  options,
-  exit,
-  stop,
-  tails,
-}: OutcomeInput): Promise<{ reason: NonNullable<CliRunResult['reason']>; cause: string } | undefined> {
-  if (exit.spawnError) return spawnFailure(request, exit.spawnError);
-  if (stop.reason === 'timeout') return { reason: 'timeout', cause: `timed out after ${options.timeoutMs}ms${howStopped(stop, options)}` };
-  if (stop.reason === 'aborted') return { reason: 'aborted', cause: `was aborted${abortReason(request.signal)}${howStopped(stop, options)}` };
-  if (exit.signal) return { reason: 'signal', cause: `was killed by ${exit.signal}` };
-  if (exit.code !== 0) return { reason: 'exit', cause: `exited with code ${exit.code}` };
-  if (!tails.stdout.hasText) return { reason: 'no_output', cause: 'exited with code 0 but printed nothing on stdout' };
+async function outcome(input: OutcomeInput): Promise<CliRunResult> {
+  const { exit, tails, parsed, durationMs } = input;
+  const stdout = tails.stdout.text().trim();
+  const stderr = tails.stderr.text().trim();
+  const text = resultText(parsed, stdout);
+  const base = {
+    text,
+    stdout,
+    stderr,
+    exit,
+    durationMs,
+    ...(parsed?.sessionId !== undefined && { sessionId: parsed.sessionId }),
+    ...(parsed?.usage !== undefined && { usage: parsed.usage }),
+  };
+  const found = await describeFailure(input, { text, stdout, stderr });
+  if (!found) return { ok: true, retryable: false, ...base };
+  const error = `${found.error}${hint(stderr, stdout)}`;
+  return { ok: false, ...base, failure: found.failure, reason: found.failure, retryable: isRetryable(found.failure, found.kind), error };
+}
+
+/** The parsed result text; the stdout tail for plain text or output without a result record. */
+function resultText(parsed: ParsedOutput | undefined, stdout: string): string {
+  if (parsed === undefined) return stdout;
+  if (parsed.text !== undefined) return parsed.text.trim();
+  return parsed.recognized ? '' : stdout;
+}
+
+async function describeFailure(input: OutcomeInput, out: { text: string; stdout: string; stderr: string }): Promise<Failure | undefined> {
+  const { request, options, exit, stop, tails, parsed } = input;
+  if (exit.spawnError) {
+    const spawn = await spawnFailure(request, exit.spawnError);
+    // A process that never started has no last words to quote.
+    return { failure: spawn.reason, error: spawn.reason === 'not_found' ? spawn.cause : `${quote(request.definition.command)} ${spawn.cause}` };
+  }
+  const command = quote(request.definition.command);
+  const cliSaid = parsed?.error?.trim() || undefined;
+  // The CLI's own last error where its output names one, else its last lines.
+  const words = cliSaid !== undefined ? `; last error: ${cliSaid}` : lastWords(out.stderr, out.stdout);
+  if (stop.reason === 'timeout') return { failure: 'timeout', error: `${command} timed out after ${options.timeoutMs}ms${howStopped(stop, options)}${words}` };
+  if (stop.reason === 'stalled')
+    return { failure: 'stalled', error: `${command} stalled: no output for ${options.stallMs}ms${howStopped(stop, options)}${words}` };
+  if (stop.reason === 'aborted') return { failure: 'aborted', error: `${command} was aborted${abortReason(request.signal)}${howStopped(stop, options)}${words}` };
+  if (exit.signal) return { failure: 'signal', error: `${command} was killed by ${exit.signal}${words}` };
+
+  const reported = parsed?.failed === true;
+  if (reported || exit.code !== 0) {
+    const kind =
+      parsed?.errorKind ?? classifyMessage(cliSaid) ?? classifyMessage(lastLines(out.stderr)) ?? (cliSaid ? undefined : classifyMessage(lastLines(out.stdout)));
+    const status = exit.code !== 0 ? ` (exit code ${exit.code})` : '';
+    const quoted = cliSaid ?? (lastLines(out.stderr) || lastLines(out.stdout) || 'it printed nothing');
+    if (kind === 'auth') return { failure: 'not_authenticated', kind, error: `${command} not authenticated: ${quoted}${status}` };
+    if (kind === 'rate_limit') return { failure: 'rate_limited', kind, error: `${command} was rate limited: ${quoted}${status}` };
+    if (reported) return { failure: 'cli_error', kind, error: `${command} reported an error: ${quoted}${status}` };
+    return { failure: 'exit', kind, error: `${command} exited with code ${exit.code}${words}` };
+  }
+  if (!tails.stdout.hasText) return { failure: 'no_output', error: `${command} exited with code 0 but printed nothing on stdout${words}` };
+  if (out.text.length === 0) return { failure: 'no_output', error: `${command} exited with code 0 but reported no result text${words}` };
   return undefined;
 }
 
@@ -601,6 +746,7 @@ async function spawnFailure(
     };
   }
   if (err.code === 'EACCES') return { reason: 'spawn', cause: `could not start: permission denied (is it executable?)` };
+  if (err.code === 'E2BIG') return { reason: 'spawn', cause: `could not start: the arguments are too long (E2BIG); deliver the prompt on stdin or in a file` };
   return { reason: 'spawn', cause: `could not start: ${err.code ?? ''}${err.code ? ' ' : ''}${err.message}` };
 }
 
@@ -622,9 +768,28 @@ function howStopped(stop: Stopper, options: Options): string {
 function lastWords(stderr: string, stdout: string): string {
   const source = stderr.length > 0 ? { name: 'stderr', text: stderr } : { name: 'stdout', text: stdout };
   if (source.text.length === 0) return '; it printed nothing';
-  let lines = source.text.split(/\r?\n/).slice(-LAST_WORDS_LINES).join('\n');
+  return `; last ${source.name}:\n${lastLines(source.text)}`;
+}
+
+/** The last lines of a tail, bounded for quoting in an error. */
+function lastLines(text: string): string {
+  let lines = text.split(/\r?\n/).slice(-LAST_WORDS_LINES).join('\n').trim();
   if (lines.length > LAST_WORDS_CHARS) lines = `…${lines.slice(-LAST_WORDS_CHARS)}`;
-  return `; last ${source.name}:\n${lines}`;
+  return lines;
+}
+
+/** Known messages that deserve a word on what to do. */
+const HINTS: ReadonlyArray<readonly [RegExp, string]> = [
+  [
+    /cannot be used with root\/sudo privileges/,
+    'Claude Code refuses --dangerously-skip-permissions (and --permission-mode bypassPermissions) as root: run the agent as a non-root user, set IS_SANDBOX=1 inside a sandbox, or use the claude preset (--permission-mode acceptEdits with --allowedTools)',
+  ],
+  [/Not inside a trusted directory and --skip-git-repo-check was not specified/, 'pass --skip-git-repo-check to codex exec (the codex presets do), or run it inside a git repository'],
+];
+
+function hint(stderr: string, stdout: string): string {
+  for (const [pattern, advice] of HINTS) if (pattern.test(stderr) || pattern.test(stdout)) return `\nhint: ${advice}`;
+  return '';
 }
 
 function abortReason(signal: AbortSignal | undefined): string {
@@ -638,9 +803,12 @@ function notStarted(reason: 'aborted' | 'spawn', error: string, startedAt: numbe
   return {
     ok: false,
     text: '',
+    stdout: '',
     stderr: '',
     error,
+    failure: reason,
     reason,
+    retryable: false,
     exit: { code: null, signal: null },
     durationMs: Math.round(performance.now() - startedAt),
   };

@@ -1,13 +1,26 @@
 /**
- * Built-in CLI presets: the command lines that make each agent CLI run unattended, and the
- * lookup of custom definitions from `tinytown.json`.
+ * Built-in CLI presets: the command lines that make each agent CLI run unattended with structured
+ * output, how each continues a session, and the lookup of custom definitions from
+ * `tinytown.json`.
+ *
+ * The flags were checked against the real CLIs (`npm run test:clis` installs them and runs every
+ * preset): Claude Code 2.1, Codex 0.169, Gemini CLI 0.61, Auggie 0.36, OpenCode 1.18, Copilot
+ * CLI 1.0. Aider, Cursor Agent and Goose are not on npm; their flags follow their documentation.
  *
  * @module
  */
-import { UnknownCliError } from '../errors.js';
+import { InvalidArgumentError, UnknownCliError } from '../errors.js';
 import type { CliDefinition } from './cli.js';
 
-/** Names of the built-in presets. */
+/**
+ * Names of the built-in presets.
+ *
+ * @example
+ * ```ts
+ * import type { PresetName } from 'tinytown';
+ * const cli: PresetName = 'codex-mini';
+ * ```
+ */
 export type PresetName =
   | 'claude'
   | 'codex'
@@ -21,24 +34,115 @@ export type PresetName =
   | 'goose';
 
 /**
+ * Claude Code. `--dangerously-skip-permissions` (and `--permission-mode bypassPermissions`)
+ * refuse to run as root, so the preset accepts edits and pre-approves the tools an unattended
+ * coding agent needs instead: the same flags work for root and other users. In `-p` mode a tool
+ * that is not approved is denied (and listed in `permission_denials`), never waited for.
+ */
+const CLAUDE = ['-p', '--output-format', 'json', '--permission-mode', 'acceptEdits', '--allowedTools', 'Bash,Edit,Write,NotebookEdit,WebFetch,WebSearch'];
+/**
+ * Codex. `--full-auto` is gone (0.169 rejects it); `--sandbox workspace-write` is what it meant.
+ * Without `--skip-git-repo-check` Codex refuses to run outside a git repository.
+ */
+const CODEX = ['exec', '--json', '--skip-git-repo-check', '--sandbox', 'workspace-write'];
+/** Gemini CLI. Without `--skip-trust` an untrusted folder silently turns yolo back into "default". */
+const GEMINI = ['--approval-mode', 'yolo', '--skip-trust', '--output-format', 'json'];
+/** Auggie. Print mode allows every tool unless a permission rule says otherwise. */
+const AUGGIE = ['--print', '--output-format', 'json', '--show-cost'];
+/** Copilot CLI. `--allow-all-tools` is required in `-p` mode; `--no-ask-user` keeps it from asking. */
+const COPILOT = ['--allow-all-tools', '--no-ask-user', '--no-auto-update', '--output-format', 'json'];
+const CURSOR = ['--print', '--force', '--output-format', 'json'];
+const OPENCODE = ['run', '--format', 'json'];
+
+/**
  * Headless command lines per CLI (see `reference/agent-clis.md`). The prompt never passes a
  * shell; it goes on stdin where the CLI reads it, else as one argument or a file.
+ *
+ * @example
+ * ```ts
+ * import { PRESETS } from 'tinytown';
+ * PRESETS.claude.args; // ['-p', '--output-format', 'json', '--permission-mode', 'acceptEdits', …]
+ * PRESETS.codex.output; // 'codex-jsonl'
+ * ```
  */
 export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freeze({
-  claude: { command: 'claude', args: ['-p', '--permission-mode', 'acceptEdits'], prompt: 'stdin' },
-  codex: { command: 'codex', args: ['exec', '--full-auto', '--skip-git-repo-check', '-'], prompt: 'stdin' },
+  claude: {
+    command: 'claude',
+    args: CLAUDE,
+    prompt: 'stdin',
+    output: 'claude-json',
+    sessionArgs: [...CLAUDE, '--session-id', '{sessionId}'],
+    resumeArgs: [...CLAUDE, '--resume', '{sessionId}'],
+  },
+  codex: {
+    command: 'codex',
+    args: [...CODEX, '-'],
+    prompt: 'stdin',
+    output: 'codex-jsonl',
+    resumeArgs: [...CODEX, 'resume', '{sessionId}', '-'],
+  },
   'codex-mini': {
     command: 'codex',
-    args: ['exec', '--full-auto', '--skip-git-repo-check', '-m', 'codex-mini-latest', '-'],
+    args: [...CODEX, '-m', 'gpt-5.1-codex-mini', '-'],
     prompt: 'stdin',
+    output: 'codex-jsonl',
+    resumeArgs: [...CODEX, '-m', 'gpt-5.1-codex-mini', 'resume', '{sessionId}', '-'],
   },
-  gemini: { command: 'gemini', args: ['--approval-mode', 'yolo', '-p', '{prompt}'], prompt: 'arg' },
-  auggie: { command: 'auggie', args: ['--print', '--instruction-file', '{promptFile}'], prompt: 'file' },
-  aider: { command: 'aider', args: ['--yes-always', '--no-auto-commits', '--message-file', '{promptFile}'], prompt: 'file' },
-  copilot: { command: 'copilot', args: ['-s', '--allow-all-tools', '-p', '{prompt}'], prompt: 'arg' },
-  cursor: { command: 'cursor-agent', args: ['--force', '-p', '{prompt}'], prompt: 'arg' },
-  opencode: { command: 'opencode', args: ['run', '{prompt}'], prompt: 'arg' },
-  goose: { command: 'goose', args: ['run', '-i', '{promptFile}'], prompt: 'file' },
+  gemini: {
+    command: 'gemini',
+    args: GEMINI,
+    prompt: 'stdin', // piped stdin alone runs Gemini headless; -p would put the prompt in argv
+    output: 'gemini-json',
+    sessionArgs: [...GEMINI, '--session-id', '{sessionId}'],
+    resumeArgs: [...GEMINI, '--resume', '{sessionId}'],
+  },
+  auggie: {
+    command: 'auggie',
+    args: [...AUGGIE, '--instruction-file', '{promptFile}'],
+    prompt: 'file',
+    output: 'auggie-json',
+    resumeArgs: [...AUGGIE, '--resume', '{sessionId}', '--instruction-file', '{promptFile}'],
+  },
+  aider: {
+    command: 'aider',
+    args: ['--yes-always', '--no-auto-commits', '--no-pretty', '--no-check-update', '--message-file', '{promptFile}'],
+    prompt: 'file',
+    output: 'text',
+  },
+  copilot: {
+    command: 'copilot',
+    args: [...COPILOT, '-p', '{prompt}'],
+    prompt: 'arg',
+    output: 'copilot-jsonl',
+    sessionArgs: [...COPILOT, '--session-id', '{sessionId}', '-p', '{prompt}'],
+    resumeArgs: [...COPILOT, '--resume', '{sessionId}', '-p', '{prompt}'],
+  },
+  cursor: {
+    command: 'cursor-agent',
+    args: [...CURSOR, '{prompt}'],
+    prompt: 'arg',
+    output: 'cursor-json',
+    resumeArgs: [...CURSOR, '--resume', '{sessionId}', '{prompt}'],
+  },
+  opencode: {
+    command: 'opencode',
+    args: OPENCODE,
+    prompt: 'stdin', // `opencode run` reads the message from stdin when it is not a terminal
+    output: 'opencode-json',
+    // Without it `run` auto-rejects every permission request.
+    env: { OPENCODE_PERMISSION: '{"*":"allow"}' },
+    resumeArgs: [...OPENCODE, '--session', '{sessionId}'],
+  },
+  goose: {
+    command: 'goose',
+    args: ['run', '--quiet', '-i', '{promptFile}'],
+    prompt: 'file',
+    output: 'text',
+    // Goose asks before acting in its default modes.
+    env: { GOOSE_MODE: 'auto' },
+    sessionArgs: ['run', '--quiet', '--name', '{sessionId}', '-i', '{promptFile}'],
+    resumeArgs: ['run', '--quiet', '--name', '{sessionId}', '--resume', '-i', '{promptFile}'],
+  },
 });
 
 /**
@@ -47,7 +151,7 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
  *
  * @example
  * ```ts
- * resolveCli('codex'); // { command: 'codex', args: ['exec', …, '-'], prompt: 'stdin' }
+ * resolveCli('codex'); // { command: 'codex', args: ['exec', '--json', …, '-'], prompt: 'stdin', output: 'codex-jsonl', … }
  * ```
  */
 export function resolveCli(cli: string | CliDefinition, custom: Readonly<Record<string, CliDefinition>> = {}): CliDefinition {
@@ -58,4 +162,29 @@ export function resolveCli(cli: string | CliDefinition, custom: Readonly<Record<
     throw new UnknownCliError(`Unknown CLI "${cli}". Use a preset (${known}), define it under "clis" in tinytown.json, or pass { command, args }.`);
   }
   return found;
+}
+
+/** Session ids are passed as arguments: one that starts with `-` would read as a flag. */
+const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
+
+/**
+ * The definition that starts (`'new'`) or continues (`'resume'`) the session `sessionId`: its
+ * `sessionArgs` / `resumeArgs` with `{sessionId}` filled in, in place of `args`. `undefined` when
+ * the CLI cannot do that (Codex mints its own ids: capture `result.sessionId` from a first run,
+ * then resume it).
+ *
+ * @example
+ * ```ts
+ * import { randomUUID } from 'node:crypto';
+ * const first = withSession(PRESETS.claude, randomUUID(), 'new'); // claude … --session-id <uuid>
+ * const result = await runCli({ ...request, definition: PRESETS.codex });
+ * const next = result.sessionId ? withSession(PRESETS.codex, result.sessionId, 'resume') : undefined;
+ * ```
+ */
+export function withSession(definition: CliDefinition, sessionId: string, mode: 'new' | 'resume'): CliDefinition | undefined {
+  if (!SESSION_ID.test(sessionId)) throw new InvalidArgumentError(`Invalid session id ${JSON.stringify(sessionId)}: letters, digits, '.', '_', ':' and '-', not starting with '-'.`);
+  const template = mode === 'new' ? definition.sessionArgs : definition.resumeArgs;
+  if (template === undefined) return undefined;
+  // split/join: a replacement string would interpret `$&` and friends.
+  return { ...definition, args: template.map((arg) => arg.split('{sessionId}').join(sessionId)) };
 }

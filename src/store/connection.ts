@@ -12,7 +12,7 @@ import {
   RedisConnectionError,
   RedisVersionError,
   redact,
-  type TinytownError,
+  TinytownError,
 } from '../errors.js';
 
 /** What `TownOptions.redis` accepts: a URL, ioredis options, or a client you own. */
@@ -113,7 +113,9 @@ export class Connections {
     });
     conn.on('error', () => undefined);
     this.blocking.add(conn);
-    await conn.connect();
+    // A first attempt that fails (Redis restarting, say) is no failure of the loop: ioredis
+    // keeps reconnecting, and the loop's commands wait in its offline queue meanwhile.
+    await conn.connect().catch(() => undefined);
     return conn;
   }
 
@@ -185,6 +187,19 @@ function connectionError(client: Redis, cause: unknown, timeoutMs: number): Tiny
   return new RedisConnectionError(
     `Cannot reach Redis at ${describe(client)} within ${timeoutMs} ms: ${text}. Is the server running? Set REDIS_URL or options.redis, or leave both unset to use the managed local redis-server.`,
   );
+}
+
+/**
+ * Whether an error means Redis could not be reached (a closed or refused connection, ioredis
+ * giving up on a command after `maxRetriesPerRequest` reconnects, a server still loading its
+ * data) rather than a refusal of the command itself: the former is outlived by trying again.
+ */
+export function isConnectionFault(err: unknown): boolean {
+  if (!(err instanceof Error) || err instanceof TinytownError) return false;
+  if (err.name === 'MaxRetriesPerRequestError') return true;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (typeof code === 'string' && /^E(CONNRESET|CONNREFUSED|CONNABORTED|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH|NOTFOUND)$/.test(code)) return true;
+  return /^(Connection is closed|Stream isn't writeable|LOADING|connect ETIMEDOUT)/.test(err.message);
 }
 
 /** Fails with {@link RedisVersionError} below {@link MIN_REDIS_VERSION}. */

@@ -41,7 +41,7 @@ export interface AgentRegistration {
 
 /** The outcome of the start script. */
 export type StartResult =
-  | { kind: 'task'; fence: string; task: TaskRecord; notes: string[] }
+  | { kind: 'task'; fence: string; task: TaskRecord; notes: string[]; agentSession?: string }
   | { kind: 'held'; state: string }
   | { kind: 'discarded' }
   | { kind: 'note' }
@@ -303,6 +303,7 @@ export class Repository {
           fence: String(reply[1]),
           task: decodeTask(key + (fields.id ?? ''), fields),
           notes: (reply[3] as string[]) ?? [],
+          ...(reply[4] ? { agentSession: String(reply[4]) } : {}),
         };
       }
       case 2:

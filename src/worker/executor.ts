@@ -4,11 +4,13 @@
  *
  * @module
  */
+import { randomUUID } from 'node:crypto';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { TaskContext, TaskHandler } from '../agent.js';
 import { decodeMessage, type Message } from '../message.js';
 import { runCli, type CliDefinition } from '../runner/cli.js';
+import { withSession } from '../runner/presets.js';
 import type { ProcessRunner } from '../runner/process-runner.js';
 import type { TaskRecord, TaskUsage } from '../task.js';
 
@@ -28,6 +30,8 @@ export interface RunOutcome {
 /** What an executor gets besides the task. */
 export interface RunContext extends Omit<TaskContext, 'log' | 'messages' | 'reportUsage'> {
   notes: Message[];
+  /** The CLI session of the agent's previous task, to continue it. */
+  agentSession?: string;
   logFile: string;
   /** The timeout that applies (task's own, else the agent's). */
   timeoutMs?: number;
@@ -84,10 +88,12 @@ export function cliExecutor(options: {
   instructions?: string;
   cwd?: string;
   env?: Record<string, string>;
+  stallMs?: number;
+  continueSession?: boolean;
 }): Executor {
   return async (task, context) => {
     const result = await runCli({
-      definition: options.definition,
+      definition: sessionDefinition(options.definition, options.continueSession === true ? context.agentSession : undefined),
       prompt: buildPrompt(task, options.instructions, context.notes),
       cwd: options.cwd ?? options.root,
       env: { ...childEnvironment(), ...options.env, ...context.taskEnv },
@@ -96,9 +102,25 @@ export function cliExecutor(options: {
       runner: options.runner,
       signal: context.signal,
       ...(context.timeoutMs !== undefined && { timeoutMs: context.timeoutMs }),
+      ...(options.stallMs !== undefined && { stallMs: options.stallMs }),
     });
-    return result.ok ? { ok: true, text: result.text } : { ok: false, text: result.error ?? `failed (${result.reason ?? 'unknown'})` };
+    const spent = { usage: result.usage, sessionId: result.sessionId };
+    return result.ok
+      ? { ok: true, text: result.text, ...spent }
+      : { ok: false, text: result.error ?? `failed (${result.failure ?? 'unknown'})`, retryable: result.retryable, ...spent };
   };
+}
+
+/**
+ * Resumes the agent's previous session when asked and the CLI can; otherwise starts a session
+ * whose id we mint, where the CLI lets us, so it is known even if the run dies.
+ */
+function sessionDefinition(definition: CliDefinition, previous: string | undefined): CliDefinition {
+  if (previous !== undefined) {
+    const resumed = withSession(definition, previous, 'resume');
+    if (resumed) return resumed;
+  }
+  return withSession(definition, randomUUID(), 'new') ?? definition;
 }
 
 /**

@@ -13,15 +13,22 @@ import type { Agent } from '../agent.js';
 import { WorkerActiveError } from '../errors.js';
 import { waitForReady, withWatchdog, type EventReader } from '../events/reader.js';
 import { compareIds, type TownEvent } from '../events/types.js';
-import type { Connections } from '../store/connection.js';
+import { isConnectionFault, type Connections } from '../store/connection.js';
 import type { Repository } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
 import type { Town } from '../town.js';
 import { parseNotes, type Executor, type RunContext, type RunOutcome } from './executor.js';
 
-/** How long one BLMOVE blocks; the watchdog allows this plus a grace period. */
+/**
+ * How long one BLMOVE blocks at most, and never longer than a heartbeat interval (leaseMs / 3):
+ * a worker frozen while blocked would otherwise still be handed an entry after its lease ran out
+ * and the sweeper forgot it, into a processing list nobody reclaims. The watchdog allows the
+ * block plus a grace period.
+ */
 const BLOCK_SECONDS = 5;
-const WATCHDOG_MS = BLOCK_SECONDS * 1000 + 3_000;
+const WATCHDOG_GRACE_MS = 3_000;
+/** How long a stopping worker tries to release its claims before leaving them to its lease. */
+const RELEASE_TIMEOUT_MS = 3_000;
 /** Notes handed to one prompt at most. */
 const MAX_NOTES = 50;
 
@@ -127,17 +134,23 @@ export class Worker {
   async stop(options: { graceMs?: number; force?: boolean } = {}): Promise<void> {
     this.requestStop(options.force === true);
     // Armed even when nothing runs yet: a task may be starting right now.
-    const timer = options.graceMs === undefined ? undefined : setTimeout(() => this.interrupt('handback'), options.graceMs);
+    const timer = options.graceMs === undefined ? undefined : setTimeout(() => this.giveUp(), options.graceMs);
     await this.done;
     clearTimeout(timer);
   }
 
   private requestStop(force: boolean): void {
     this.stopping = true;
-    if (force) this.interrupt('handback');
+    if (force) this.giveUp();
     this.wake?.();
     // Unblock a waiting BLMOVE; an entry it moved meanwhile is handed back on release.
     if (this.conn && !this.current) this.deps.connections.dropBlocking(this.conn);
+  }
+
+  /** Hands the running task back now, and stops retrying writes (Redis may be away for long). */
+  private giveUp(): void {
+    this.handback = true;
+    this.interrupt('handback');
   }
 
   private interrupt(why: Interruption): void {
@@ -194,7 +207,7 @@ export class Worker {
         continue;
       }
       if (started.kind === 'task') {
-        await this.execute(entry, started.fence, started.task, parseNotes(started.notes));
+        await this.execute(entry, started.fence, started.task, parseNotes(started.notes), started.agentSession);
       } else if (started.kind === 'held') {
         if (started.state !== 'paused') break;
         await this.waitForStateChange(versionBefore);
@@ -203,6 +216,10 @@ export class Worker {
       }
     }
     await this.release();
+  }
+
+  private get blockSeconds(): number {
+    return Math.min(BLOCK_SECONDS, Math.max(10, Math.floor(this.settings.leaseMs / 3)) / 1000);
   }
 
   /** The next inbox entry: first anything left in our processing list after a fault. */
@@ -217,8 +234,8 @@ export class Worker {
       }
       const entry = await withWatchdog(
         conn,
-        conn.blmove(keys.inbox(this.deps.agent.id), keys.processing(this.id), 'LEFT', 'RIGHT', BLOCK_SECONDS),
-        WATCHDOG_MS,
+        conn.blmove(keys.inbox(this.deps.agent.id), keys.processing(this.id), 'LEFT', 'RIGHT', this.blockSeconds),
+        this.blockSeconds * 1000 + WATCHDOG_GRACE_MS,
       );
       return entry ?? undefined;
     } catch (err) {
@@ -231,7 +248,13 @@ export class Worker {
     }
   }
 
-  private async execute(entry: string, fence: string, task: TaskRecord, notes: ReturnType<typeof parseNotes>): Promise<void> {
+  private async execute(
+    entry: string,
+    fence: string,
+    task: TaskRecord,
+    notes: ReturnType<typeof parseNotes>,
+    agentSession: string | undefined,
+  ): Promise<void> {
     const { town, agent, root, repo } = this.deps;
     const controller = new AbortController();
     const run: CurrentRun = { task, controller };
@@ -243,6 +266,7 @@ export class Worker {
       town,
       attempt: task.attempts,
       notes,
+      ...(agentSession !== undefined && { agentSession }),
       logFile: join(root, '.tt', 'logs', agent.name, `${task.id}.log`),
       ...(timeoutMs !== undefined && { timeoutMs }),
       taskEnv: {
@@ -314,13 +338,17 @@ export class Worker {
     }
   }
 
-  /** Retries a state write through connection faults; gives up only when the worker is stopping hard. */
+  /**
+   * Retries a state write through connection faults for as long as Redis stays away (at most
+   * 250 ms apart, so it lands right after Redis is back), other failures 200 times; gives up
+   * only when the worker is stopping hard.
+   */
   private persist<T>(write: () => Promise<T>): Promise<T> {
     return pRetry(write, {
-      retries: 200,
+      retries: Number.POSITIVE_INFINITY,
       minTimeout: 50,
-      maxTimeout: 1_000,
-      shouldRetry: () => !this.handback,
+      maxTimeout: 250,
+      shouldRetry: ({ error, retriesConsumed }) => !this.handback && (isConnectionFault(error) || retriesConsumed < 200),
     });
   }
 
@@ -357,10 +385,28 @@ export class Worker {
     this.unsubscribe?.();
     const { repo, agent, connections, report } = this.deps;
     if (this.conn) connections.dropBlocking(this.conn);
+    // Bounded, so a stop or close() with Redis away does not wait for Redis (commands queue for
+    // ~10 s per attempt): the lease expires and the sweeper hands the work back instead.
+    const giveUp = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        giveUp.abort();
+        reject(new Error(`Redis did not take the release of worker ${this.id} within ${RELEASE_TIMEOUT_MS} ms; its lease will lapse instead`));
+      }, RELEASE_TIMEOUT_MS);
+    });
+    const releasing = pRetry(() => repo.releaseWorker(this.id, agent.id, 'stopped', 'worker stopped'), {
+      retries: 5,
+      minTimeout: 50,
+      signal: giveUp.signal,
+    });
+    releasing.catch(() => undefined);
     try {
-      await pRetry(() => repo.releaseWorker(this.id, agent.id, 'stopped', 'worker stopped'), { retries: 5, minTimeout: 50 });
+      await Promise.race([releasing, timeout]);
     } catch (err) {
       report(err); // the lease expires and the sweeper hands the work back
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

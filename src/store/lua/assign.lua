@@ -1,5 +1,7 @@
--- assign v3: creates a task and, in the same step, delivers it to an agent's inbox or to the
--- backlog. A task record never exists without its queue entry, nor the reverse.
+-- assign v4: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- backlog. A task record never exists without its queue entry, nor the reverse. Run twice with
+-- the same task id (ioredis re-sends a command whose reply was lost with its connection), the
+-- second run changes nothing.
 -- ARGV[5] task id            ARGV[6] agent id ('' = backlog)   ARGV[7] description
 -- ARGV[8] tags (JSON array)  ARGV[9] priority   ARGV[10] max attempts ('' = the agent's default, else 3)
 -- ARGV[11] timeout ms ('' = none)   ARGV[12] parent id ('' = none)
@@ -14,6 +16,7 @@ if max_attempts == '' then
 end
 
 local tkey = key('task', tid)
+if redis.call('EXISTS', tkey) == 1 then return { 0, tonumber(redis.call('HGET', tkey, 'max_attempts')) } end
 redis.call('HSET', tkey, 'id', tid, 'description', description, 'created_at', NOW, 'updated_at', NOW,
   'tags', tags, 'priority', priority, 'attempts', 0, 'max_attempts', max_attempts)
 if timeout_ms ~= '' then redis.call('HSET', tkey, 'timeout_ms', timeout_ms) end

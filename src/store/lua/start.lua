@@ -1,10 +1,13 @@
--- start v3: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
+-- start v5: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
 -- Work (task_assign, task, query) starts: task → running, attempts + 1, a fencing token,
 -- agent → working. Informational messages and acks move to the agent's notes; when such an
 -- entry (or a discarded one) was the last, the agent settles: working → idle, draining → stopped.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] the raw entry   ARGV[8] max notes returned
 -- Returns
---   {1, fence, task fields (flat HGETALL), notes (raw JSON list)}  work started
+--   {1, fence, task fields (flat HGETALL), notes (raw JSON list), the agent's last CLI session
+--      id or ''}  work started; also the
+--                       answer to a start run twice (ioredis re-sends a command whose reply was
+--                       lost with its connection): the same claim again, nothing changed
 --   {2, state}          agent paused/stopped/error: entry back at the head of the inbox
 --   {3}                 entry discarded (unreadable, or its task was settled or moved)
 --   {4}                 entry stored in the notes
@@ -33,13 +36,20 @@ if not state or redis.call('HGET', akey, 'worker_id') ~= wid then
   if state then redis.call('LPUSH', inbox, raw) end
   return { E_WORKER_LOST }
 end
+
+local msg = decode(raw)
+local tid = msg and task_id_of(msg)
+if tid then
+  local current = redis.call('HMGET', key('task', tid), 'state', 'worker_id', 'fence')
+  if current[1] == 'running' and current[2] == wid then
+    return { 1, current[3], redis.call('HGETALL', key('task', tid)), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1) }
+  end
+end
+
 if state == 'paused' or state == 'stopped' or state == 'error' then
   put_back()
   return { 2, state }
 end
-
-local msg = decode(raw)
-local tid = msg and task_id_of(msg)
 
 if msg and not tid then
   redis.call('LREM', plist, 1, raw)
@@ -80,4 +90,5 @@ set_task_state(tkey, tid, 'assigned', 'running')
 redis.call('HSET', akey, 'current_task', tid, 'last_active_at', NOW)
 if state ~= 'draining' then set_agent_state(aid, 'working', 'task started') end
 emit({ type = 'task.started', task_id = tid, agent_id = aid, message = 'task started', attempt = attempts })
-return { 1, fence, redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1) }
+return { 1, fence, redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1),
+  redis.call('HGET', akey, 'session_id') or '' }
