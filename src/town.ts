@@ -65,6 +65,25 @@ const DEFAULTS = {
   closeGraceMs: 10_000,
 };
 
+/** Events after which a task may be over: the only ones a task wait re-reads state for. */
+const ENDS_TASK: ReadonlySet<TownEventType> = new Set(['task.completed', 'task.failed', 'task.cancelled']);
+
+/**
+ * Events after which an agent may have become idle (or gone, or broken): its work ended, left
+ * its queue, or its state changed. Assignments only make it busier, so they are not among them.
+ */
+const MAY_IDLE_AGENT: ReadonlySet<TownEventType> = new Set([
+  'agent.state',
+  'agent.stopped',
+  'agent.removed',
+  'task.completed',
+  'task.failed',
+  'task.cancelled',
+  'task.reclaimed',
+  'message.received',
+  'message.discarded',
+]);
+
 /** First backoff of an in-place retry. */
 const DEFAULT_RETRY_DELAY_MS = 1_000;
 
@@ -381,7 +400,7 @@ export class Town implements AsyncDisposable {
         reader: this.reader,
         closing: this.closing.signal,
         what: `task ${id} to end`,
-        relevant: (event) => event.taskId === id,
+        relevant: (event) => event.taskId === id && ENDS_TASK.has(event.type),
         check: async () => {
           const task = await this.repo.getTask(id);
           return TERMINAL_STATES.has(task.state) ? task : undefined;
@@ -755,7 +774,7 @@ export class Town implements AsyncDisposable {
         reader: this.reader,
         closing: this.closing.signal,
         what: `agent ${name} to be idle`,
-        relevant: (event) => event.agentId === agentId,
+        relevant: (event) => event.agentId === agentId && MAY_IDLE_AGENT.has(event.type),
         check: async () => {
           const probe = await this.repo.idleProbe(agentId);
           if (probe.state === '') throw new AgentNotFoundError(`Agent ${name} was removed while waiting for it.`);

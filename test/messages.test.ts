@@ -13,7 +13,7 @@ import {
   type TaskRecord,
 } from '../src/index.js';
 import { fakeCli, openTown } from './helpers/town.js';
-import { prefixOf, rawRedis } from './helpers/util.js';
+import { deferred, prefixOf, rawRedis } from './helpers/util.js';
 
 const SUPERVISOR_ID = '00000000-0000-0000-0000-000000000001';
 const RFC3339_MICROS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
@@ -258,13 +258,25 @@ describe('wire format', () => {
     const cold = await town.spawnAgent('cold', { start: false });
     await town.backlog.claim(byHand.id, 'cold');
     const auto = await town.backlog.add({ description: 'take me', priority: 'low' });
-    const claimer = await town.spawnAgent('claimer', { run: async () => 'ok', claimBacklog: true });
-    await town.waitForTask(auto.id, { timeoutMs: 5_000 });
-    // the task keeps the message it was delivered with
+    const running = deferred();
+    const release = deferred();
+    const claimer = await town.spawnAgent('claimer', {
+      claimBacklog: true,
+      run: async () => {
+        running.resolve();
+        await release.promise;
+        return 'ok';
+      },
+    });
+    await running.promise;
+    // while it runs, the claimed entry sits in the worker's processing list
     const redis = rawRedis();
-    const messages = await Promise.all(
-      [byHand, auto].map(async (t) => JSON.parse((await redis.hget(`${prefixOf(town.name)}task:${t.id}`, 'message'))!) as Record<string, unknown>),
-    );
+    const workerId = (await claimer.info()).workerId!;
+    const [claimed] = await redis.lrange(`${prefixOf(town.name)}processing:${workerId}`, 0, -1);
+    release.resolve();
+    await town.waitForTask(auto.id, { timeoutMs: 5_000 });
+    const [delivered] = await redis.lrange(`${prefixOf(town.name)}inbox:${cold.id}`, 0, -1);
+    const messages = [delivered, claimed].map((json) => JSON.parse(json!) as Record<string, unknown>);
     for (const m of messages) {
       expect(Object.keys(m)).toEqual(order(['task_id']));
       expect(m.created_at).toMatch(RFC3339_MICROS);

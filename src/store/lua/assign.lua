@@ -1,4 +1,4 @@
--- assign v4: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- assign v5: creates a task and, in the same step, delivers it to an agent's inbox or to the
 -- backlog. A task record never exists without its queue entry, nor the reverse. Run twice with
 -- the same task id (ioredis re-sends a command whose reply was lost with its connection), the
 -- second run changes nothing.
@@ -31,7 +31,7 @@ if aid == '' then
   return { 0, tonumber(max_attempts) }
 end
 
-redis.call('HSET', tkey, 'assigned_to', aid, 'message', message)
+redis.call('HSET', tkey, 'assigned_to', aid)
 set_task_state(tkey, tid, nil, 'assigned')
 enqueue(key('inbox', aid), message)
 emit({ type = 'task.created', task_id = tid, agent_id = aid, message = 'task created' })

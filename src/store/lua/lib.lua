@@ -89,6 +89,14 @@ end
 local function enqueue(list, raw)
   local rank = rank_of(raw)
   local pivot
+  if rank < 2 then
+    -- the common case, a normal entry behind normal ones: one look at the tail
+    local last = redis.call('LINDEX', list, -1)
+    if not last or rank_of(last) >= rank then
+      redis.call('RPUSH', list, raw)
+      return
+    end
+  end
   if rank >= 2 then
     local from = 0
     repeat
@@ -157,6 +165,17 @@ end
 -- millisecond keep their order).
 local function index_task(tid)
   redis.call('ZADD', key('idx:tasks'), redis.call('INCR', key('seq:task')), tid)
+end
+
+-- The queued entry that stands for a task, found by scanning the list: only cancels and external
+-- settles need it, so tasks do not carry a copy of their entry.
+local function find_entry(list, tid)
+  local assign = '"task_id":"' .. tid .. '"'
+  local own = '"id":"' .. tid .. '"'
+  for _, entry in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    if string.find(entry, assign, 1, true) or string.find(entry, own, 1, true) then return entry end
+  end
+  return nil
 end
 
 local function queue_len(aid)
@@ -236,7 +255,7 @@ local function requeue_entry(raw, aid, mode, to_agent, why)
     set_task_state(tkey, tid, state, 'assigned')
     emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'agent', reason = mode, attempts = attempts })
   else
-    redis.call('HDEL', tkey, 'assigned_to', 'message')
+    redis.call('HDEL', tkey, 'assigned_to')
     redis.call('LPUSH', key('backlog'), tid)
     set_task_state(tkey, tid, state, 'pending')
     emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'backlog', reason = mode, attempts = attempts })
@@ -291,7 +310,7 @@ local function auto_claim(aid, mid)
       local message = '{"id":' .. cjson.encode(mid) .. ',"from":"' .. SUPERVISOR .. '","to":' .. cjson.encode(aid) ..
         ',"type":"task_assign","task_id":' .. cjson.encode(tid) .. ',"priority":' .. cjson.encode(t[3] or 'normal') ..
         ',"created_at":' .. cjson.encode(NOW) .. ',"correlation_id":null}'
-      redis.call('HSET', tkey, 'assigned_to', aid, 'message', message)
+      redis.call('HSET', tkey, 'assigned_to', aid)
       set_task_state(tkey, tid, 'pending', 'assigned')
       enqueue(key('inbox', aid), message)
       emit({ type = 'backlog.claimed', task_id = tid, agent_id = aid, message = 'backlog task claimed', auto = true })

@@ -1,4 +1,4 @@
--- remove-agent v2: deletes an agent. Its queued and claimed work goes to the backlog (never
+-- remove-agent v3: deletes an agent. Its queued and claimed work goes to the backlog (never
 -- silently dropped); notes and other messages go with it. Refused while a worker serves it.
 -- ARGV[5] agent id
 -- Returns {0, tasks moved to the backlog} · {E_AGENT_NOT_FOUND} · {E_WORKER_ACTIVE, worker id}
@@ -27,7 +27,7 @@ local function to_backlog(raw)
     index_task(tid)
     set_task_state(tkey, tid, nil, 'pending')
   elseif state == 'assigned' then
-    redis.call('HDEL', tkey, 'assigned_to', 'message')
+    redis.call('HDEL', tkey, 'assigned_to')
     set_task_state(tkey, tid, state, 'pending')
   else
     return

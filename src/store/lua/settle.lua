@@ -1,19 +1,21 @@
--- settle v2: external control of a task: cancel, complete or fail it, whatever its state.
+-- settle v3: external control of a task: cancel, complete or fail it, whatever its state.
 -- Queued entries are removed; a running task is settled here and its worker's later result is
 -- superseded (the worker hears task.cancelled and stops the process).
 -- ARGV[5] task id   ARGV[6] 'cancelled' | 'completed' | 'failed'   ARGV[7] result, error or reason
 -- Returns {0, previous state} · {E_TASK_NOT_FOUND} · {E_INVALID_TRANSITION, state}
 local tid, outcome, text = ARGV[5], ARGV[6], ARGV[7]
 local tkey = key('task', tid)
-local t = redis.call('HMGET', tkey, 'state', 'assigned_to', 'message')
-local state, aid, message = t[1], t[2], t[3]
+local t = redis.call('HMGET', tkey, 'state', 'assigned_to')
+local state, aid = t[1], t[2]
 if not state then return { E_TASK_NOT_FOUND } end
 if is_terminal(state) then return { E_INVALID_TRANSITION, state } end
 
 if state == 'pending' then redis.call('LREM', key('backlog'), 1, tid) end
-if state == 'assigned' and aid and message then
-  redis.call('LREM', key('inbox', aid), 1, message)
-  redis.call('LREM', key('urgent', aid), 1, message)
+if state == 'assigned' and aid then
+  for _, list in ipairs({ key('inbox', aid), key('urgent', aid) }) do
+    local entry = find_entry(list, tid)
+    if entry then redis.call('LREM', list, 1, entry) end
+  end
 end
 if outcome == 'completed' then
   redis.call('HSET', tkey, 'result', text)

@@ -1,4 +1,4 @@
--- start v5: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
+-- start v6: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
 -- Work (task_assign, task, query) starts: task → running, attempts + 1, a fencing token,
 -- agent → working. Informational messages and acks move to the agent's notes; when such an
 -- entry (or a discarded one) was the last, the agent settles: working → idle, draining → stopped.
@@ -67,7 +67,7 @@ if tid and msg.type ~= 'task_assign' and redis.call('EXISTS', tkey) == 0 then
   local tags = msg.type == 'query' and '["query"]' or '[]'
   redis.call('HSET', tkey, 'id', tid, 'description', text, 'created_at', NOW, 'updated_at', NOW,
     'tags', tags, 'priority', msg.priority or 'normal', 'attempts', 0, 'max_attempts', 3,
-    'assigned_to', aid, 'message', raw)
+    'assigned_to', aid)
   if msg.type == 'query' and type(msg.from) == 'string' then redis.call('HSET', tkey, 'reply_to', msg.from) end
   index_task(tid)
   set_task_state(tkey, tid, nil, 'assigned')
