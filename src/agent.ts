@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { setMaxListeners } from 'node:events';
 import type { Message, SendOptions } from './message.js';
 import type { CliDefinition } from './runner/cli.js';
 import type { ProcessRunner } from './runner/process-runner.js';
@@ -289,6 +290,7 @@ export async function waitForIdle(agents: Agent | readonly Agent[], options: Wai
   // The first failure ends the whole wait: the others must not stay subscribed.
   const others = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, others.signal]) : others.signal;
+  setMaxListeners(list.length + 10, signal); // one wait per agent listens to it
   try {
     await Promise.all(list.map((agent) => agent.waitForIdle({ ...options, signal })));
   } finally {
