@@ -6,6 +6,7 @@
  */
 import { AbortedError, InvalidArgumentError, TimeoutError } from './errors.js';
 import type { EventReader } from './events/reader.js';
+import { isConnectionFault } from './store/connection.js';
 import type { TownEvent } from './events/types.js';
 
 /** Options of every wait. */
@@ -49,12 +50,15 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
     let settled = false;
     let checking = false;
     let again = false;
+    let retry: NodeJS.Timeout | undefined;
+    let faults = 0;
 
     const finish = (fn: () => void): void => {
       if (settled) return;
       settled = true;
       unsubscribe();
       clearTimeout(timer);
+      clearTimeout(retry);
       signal?.removeEventListener('abort', onAbort);
       spec.closing.removeEventListener('abort', onClose);
       fn();
@@ -74,9 +78,17 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
         again = false;
         try {
           const value = await spec.check();
+          faults = 0;
           if (value !== undefined) finish(() => resolve(value));
         } catch (err) {
-          finish(() => reject(err));
+          if (!isConnectionFault(err)) {
+            finish(() => reject(err));
+          } else if (!settled) {
+            // Redis went away mid-check: the answer is unknown, which is no reason to give up.
+            // Check again once it may be back (any event re-checks sooner).
+            clearTimeout(retry);
+            retry = setTimeout(() => void recheck(), Math.min(1_000, 100 * 2 ** faults++));
+          }
         }
       } while (again && !settled);
       checking = false;

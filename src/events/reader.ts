@@ -17,6 +17,8 @@ type Listener = (event: TownEvent) => void;
 
 export class EventReader {
   private readonly listeners = new Set<Listener>();
+  /** Listeners for one agent's events only: a town with many workers hands each event to one. */
+  private readonly byAgent = new Map<string, Set<Listener>>();
   private position: string | undefined;
   private starting: Promise<string> | undefined;
   private conn: Redis | undefined;
@@ -45,9 +47,25 @@ export class EventReader {
   }
 
   /** Registers a listener synchronously; returns its removal. */
-  subscribe(listener: Listener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+  subscribe(listener: Listener, agentId?: string): () => void {
+    if (agentId === undefined) {
+      this.listeners.add(listener);
+      return () => this.listeners.delete(listener);
+    }
+    let set = this.byAgent.get(agentId);
+    if (set === undefined) this.byAgent.set(agentId, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.byAgent.get(agentId) === set) this.byAgent.delete(agentId);
+    };
+  }
+
+  /** How many listeners are registered (for leak checks). */
+  get listenerCount(): number {
+    let n = this.listeners.size;
+    for (const set of this.byAgent.values()) n += set.size;
+    return n;
   }
 
   /** The id of the last event delivered (after `ensureStarted`). */
@@ -59,6 +77,7 @@ export class EventReader {
   stop(): void {
     this.stopped = true;
     this.listeners.clear();
+    this.byAgent.clear();
     if (this.conn) this.connections.dropBlocking(this.conn);
   }
 
@@ -91,7 +110,13 @@ export class EventReader {
     this.position = id;
     const event = parseEvent(id, fields);
     if (event === undefined) return;
-    for (const listener of this.listeners) {
+    this.notify(this.listeners, event);
+    const own = event.agentId === undefined ? undefined : this.byAgent.get(event.agentId);
+    if (own !== undefined) this.notify(own, event);
+  }
+
+  private notify(listeners: Set<Listener>, event: TownEvent): void {
+    for (const listener of listeners) {
       try {
         listener(event);
       } catch (err) {
@@ -99,6 +124,7 @@ export class EventReader {
       }
     }
   }
+
 }
 
 /**

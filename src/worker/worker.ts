@@ -84,6 +84,8 @@ export class Worker {
   private current: CurrentRun | undefined;
   private stopping = false;
   private handback = false;
+  /** Aborted by giveUp(): a write still waiting for Redis is abandoned, not awaited. */
+  private readonly givenUp = new AbortController();
   private resync = false;
   private stateVersion = 0;
   /**
@@ -113,7 +115,17 @@ export class Worker {
   async start(): Promise<void> {
     const { repo, reader, connections, agent } = this.deps;
     await reader.ensureStarted();
-    this.unsubscribe = reader.subscribe((event) => this.onEvent(event));
+    const own = reader.subscribe((event) => this.onEvent(event), agent.id);
+    // Backlog arrivals name no agent: only a claiming worker listens to every event.
+    const all = this.settings.claimBacklog
+      ? reader.subscribe((event) => {
+          if (event.type === 'backlog.added') this.onEvent(event);
+        })
+      : undefined;
+    this.unsubscribe = () => {
+      own();
+      all?.();
+    };
     try {
       this.conn = await connections.openBlocking(`worker:${agent.name}`);
       this.registered((await repo.registerWorker(agent.id, this.id, this.settings.leaseMs)).eventId);
@@ -150,6 +162,7 @@ export class Worker {
   /** Hands the running task back now, and stops retrying writes (Redis may be away for long). */
   private giveUp(): void {
     this.handback = true;
+    this.givenUp.abort(new Error('worker stopping: gave up waiting for Redis'));
     this.interrupt('handback');
   }
 
@@ -341,10 +354,18 @@ export class Worker {
   /**
    * Retries a state write through connection faults for as long as Redis stays away (at most
    * 250 ms apart, so it lands right after Redis is back), other failures 200 times; gives up
-   * only when the worker is stopping hard.
+   * only when the worker is stopping hard (giveUp()), then at once, even mid-attempt.
    */
   private persist<T>(write: () => Promise<T>): Promise<T> {
-    return pRetry(write, {
+    const { signal } = this.givenUp;
+    const attempt = (): Promise<T> =>
+      new Promise<T>((resolve, reject) => {
+        if (signal.aborted) return reject(signal.reason);
+        const onAbort = (): void => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        write().then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      });
+    return pRetry(attempt, {
       retries: Number.POSITIVE_INFINITY,
       minTimeout: 50,
       maxTimeout: 250,

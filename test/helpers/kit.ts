@@ -171,5 +171,5 @@ export async function killReaderConnection(town: Town): Promise<void> {
  * accessor, and a leaked wait listener has no other observable effect than memory.
  */
 export function readerListenerCount(town: Town): number {
-  return (town as unknown as { reader: { listeners: Set<unknown> } }).reader.listeners.size;
+  return (town as unknown as { reader: { listenerCount: number } }).reader.listenerCount;
 }
