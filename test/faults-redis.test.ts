@@ -13,7 +13,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseEvent } from '../src/events/types.js';
-import { Town, waitForIdle, type Agent, type TaskRecord, type TownEvent, type TownOptions } from '../src/index.js';
+import { InvalidTransitionError, Town, waitForIdle, type Agent, type TaskRecord, type TownEvent, type TownOptions } from '../src/index.js';
 import type { Repository } from '../src/store/repository.js';
 import { runScript } from '../src/store/scripts.js';
 import { builtPackage } from './helpers/build.js';
@@ -361,6 +361,39 @@ describe('a reply lost with its connection (ioredis re-sends the command)', () =
     const fence = (first as { fence: string }).fence;
     expect(await repo.finish({ workerId: 'worker-1', agentId: agent.id, taskId: task.id, fence, entry, outcome: 'completed', text: 'ok', notesUsed: 0 })).toBe('recorded');
     expect(await town.task(task.id)).toMatchObject({ state: 'completed', attempts: 1 });
+  });
+
+  it('a re-sent finish, retry or settle changes nothing the second time', async () => {
+    const server = await redisServer();
+    const town = await open(server);
+    const agent = await town.spawnAgent('resent', { start: false });
+    const repo = (town as unknown as { repo: Repository }).repo;
+    await repo.registerWorker(agent.id, 'worker-1', 60_000);
+    const task = await agent.assign({ description: 'finished twice', maxAttempts: 3 });
+    const redis = raw(server);
+    const p = prefixOf(town);
+    const entry = (await redis.lmove(`${p}inbox:${agent.id}`, `${p}processing:worker-1`, 'LEFT', 'RIGHT'))!;
+    const started = await repo.start('worker-1', agent.id, entry, 50);
+    const fence = (started as { fence: string }).fence;
+    const usage = { inputTokens: 10, costUsd: 0.5 };
+    const retry = { workerId: 'worker-1', agentId: agent.id, taskId: task.id, fence, attempt: 1, error: 'rate limited', usage };
+    expect(await repo.retryRun(retry)).toEqual({ attempts: 2 });
+    expect(await repo.retryRun(retry)).toEqual({ attempts: 2 });
+    const finish = { workerId: 'worker-1', agentId: agent.id, taskId: task.id, fence, entry, outcome: 'completed' as const, text: 'ok', usage, notesUsed: 0 };
+    expect(await repo.finish(finish)).toBe('recorded');
+    expect(await repo.finish(finish)).toBe('recorded');
+    expect(await town.task(task.id)).toMatchObject({ state: 'completed', attempts: 2, usage: { inputTokens: 20, costUsd: 1 } });
+    expect((await agent.info()).tasksCompleted).toBe(1);
+    expect((await town.status()).usage).toEqual({ inputTokens: 20, costUsd: 1 });
+    const events = await history(server, town);
+    expect(events.filter((e) => e.type === 'task.completed')).toHaveLength(1);
+    expect(events.filter((e) => e.type === 'task.retried')).toHaveLength(1);
+
+    const other = await agent.assign('cancelled twice');
+    expect((await town.cancelTask(other.id, 'no longer needed')).state).toBe('cancelled');
+    expect((await town.cancelTask(other.id, 'no longer needed')).state).toBe('cancelled');
+    await expect(town.cancelTask(other.id, 'another reason')).rejects.toBeInstanceOf(InvalidTransitionError);
+    await expect(town.completeTask(other.id, 'done')).rejects.toBeInstanceOf(InvalidTransitionError);
   });
 
   it('a re-sent assign creates the task once', async () => {

@@ -359,6 +359,8 @@ export class Repository {
     agentId: string;
     taskId: string;
     fence: string;
+    /** The attempt that failed. */
+    attempt: number;
     error: string;
     usage?: TaskUsage;
   }): Promise<{ attempts: number } | { stop: FinishResult }> {
@@ -370,6 +372,7 @@ export class Repository {
       args.fence,
       args.error,
       args.usage ? JSON.stringify(args.usage) : '',
+      args.attempt,
     );
     if (status === STATUS.STALE_FENCE) return { stop: 'stale' };
     if (status === STATUS.SUPERSEDED) return { stop: 'superseded' };

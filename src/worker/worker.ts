@@ -330,6 +330,7 @@ export class Worker {
           agentId: this.deps.agent.id,
           taskId: task.id,
           fence,
+          attempt: attempts,
           error: outcome.text,
           ...(outcome.usage && { usage: outcome.usage }),
         }),

@@ -1,6 +1,7 @@
--- finish v3: records the outcome of a run, fenced. Only the worker holding the task's current
+-- finish v4: records the outcome of a run, fenced. Only the worker holding the task's current
 -- fencing token may settle it; a zombie's late result is rejected and recorded as an event.
 -- A cancel, complete or fail written by someone else during the run wins over the run's end.
+-- Idempotent: the same finish sent again (a reply lost to a reconnect) changes nothing.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] task id   ARGV[8] fencing token
 -- ARGV[9] the processing entry   ARGV[10] 'completed' | 'failed'
 -- ARGV[11] result or error text  ARGV[12] this run's usage JSON ('' = none)
@@ -8,21 +9,23 @@
 -- ARGV[15] the CLI's session id ('' = none), kept on the task and the agent
 -- ARGV[16] message id for a backlog task the agent auto-claims now (claim_backlog agents), so
 --          it is never idle while matching backlog work waits
--- Returns {0, outcome} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state}
+-- Returns {0, outcome} · {0, 'repeat'} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state}
 local wid, aid, tid, fence, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local outcome, text, usage, notes_used, reply_id, session, claim_id = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14], ARGV[15], ARGV[16]
 local tkey, akey = key('task', tid), key('agent', aid)
 
 redis.call('LREM', key('processing', wid), 1, raw)
-local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'attempts')
+local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'finished_fence')
 local state = t[1]
 if not state then return { E_TASK_NOT_FOUND } end
-record_usage(tkey, aid, usage) -- spent even by a zombie whose result is refused
+if t[4] == fence then return { 0, 'repeat' } end
 if t[2] ~= fence then
   emit({ type = 'task.rejected', task_id = tid, agent_id = aid, message = 'late result from a stale claim rejected', worker_id = wid })
   return { E_STALE_FENCE }
 end
 
+redis.call('HSET', tkey, 'finished_fence', fence)
+record_usage(tkey, aid, usage)
 if notes_used > 0 then redis.call('LTRIM', key('notes', aid), notes_used, -1) end
 if session ~= '' then
   redis.call('HSET', tkey, 'session_id', session)

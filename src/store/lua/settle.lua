@@ -1,4 +1,4 @@
--- settle v3: external control of a task: cancel, complete or fail it, whatever its state.
+-- settle v4: external control of a task: cancel, complete or fail it, whatever its state.
 -- Queued entries are removed; a running task is settled here and its worker's later result is
 -- superseded (the worker hears task.cancelled and stops the process).
 -- ARGV[5] task id   ARGV[6] 'cancelled' | 'completed' | 'failed'   ARGV[7] result, error or reason
@@ -8,7 +8,12 @@ local tkey = key('task', tid)
 local t = redis.call('HMGET', tkey, 'state', 'assigned_to')
 local state, aid = t[1], t[2]
 if not state then return { E_TASK_NOT_FOUND } end
-if is_terminal(state) then return { E_INVALID_TRANSITION, state } end
+if is_terminal(state) then
+  -- the same request again (a reply lost to a reconnect, or a repeated call) is no error
+  local said = redis.call('HGET', tkey, outcome == 'completed' and 'result' or 'error')
+  if state == outcome and said == text then return { 0, state } end
+  return { E_INVALID_TRANSITION, state }
+end
 
 if state == 'pending' then redis.call('LREM', key('backlog'), 1, tid) end
 if state == 'assigned' and aid then
