@@ -544,8 +544,8 @@ describe('cancelTask, completeTask, failTask', () => {
     complete: { state: 'completed', result: 'outside' },
     fail: { state: 'failed', error: 'outside' },
   };
-  const settle = (town: Town, how: Settle, id: string): Promise<TaskRecord> =>
-    how === 'cancel' ? town.cancelTask(id, 'outside') : how === 'complete' ? town.completeTask(id, 'outside') : town.failTask(id, 'outside');
+  const settle = (town: Town, how: Settle, id: string, text = 'outside'): Promise<TaskRecord> =>
+    how === 'cancel' ? town.cancelTask(id, text) : how === 'complete' ? town.completeTask(id, text) : town.failTask(id, text);
 
   async function expectCountsMatchTasks(town: Town): Promise<void> {
     const { tasks } = await town.status();
@@ -640,10 +640,18 @@ describe('cancelTask, completeTask, failTask', () => {
     const task = await town.backlog.add('once');
     await settle(town, first, task.id);
     const before = await town.task(task.id);
-    const err = await settle(town, second, task.id).catch((e: unknown) => e);
+    const err = await settle(town, second, task.id, 'a second opinion').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvalidTransitionError);
     expect((err as Error).message).toContain(before.state);
     expect(await town.task(task.id)).toEqual(before);
+  });
+
+  it.each<Settle>(['cancel', 'complete', 'fail'])('%s repeated word for word is no error (a re-sent request)', async (how) => {
+    const town = await openTown();
+    const task = await town.backlog.add('once');
+    const first = await settle(town, how, task.id);
+    expect(await settle(town, how, task.id)).toEqual(first);
+    await expectCountsMatchTasks(town);
   });
 
   it.each<Settle>(['cancel', 'complete', 'fail'])('%s on an unknown id is TaskNotFoundError', async (how) => {
