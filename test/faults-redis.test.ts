@@ -359,7 +359,7 @@ describe('a reply lost with its connection (ioredis re-sends the command)', () =
     expect(events.filter((e) => e.type === 'message.discarded')).toEqual([]);
     // The worker finishes it normally.
     const fence = (first as { fence: string }).fence;
-    expect(await repo.finish({ workerId: 'worker-1', agentId: agent.id, taskId: task.id, fence, entry, outcome: 'completed', text: 'ok', notesUsed: 0 })).toBe('recorded');
+    expect(await repo.finish({ workerId: 'worker-1', agentId: agent.id, taskId: task.id, fence, entry, outcome: 'completed', text: 'ok', notesUsed: 0 })).toEqual({ result: 'recorded' });
     expect(await town.task(task.id)).toMatchObject({ state: 'completed', attempts: 1 });
   });
 
@@ -380,8 +380,8 @@ describe('a reply lost with its connection (ioredis re-sends the command)', () =
     expect(await repo.retryRun(retry)).toEqual({ attempts: 2 });
     expect(await repo.retryRun(retry)).toEqual({ attempts: 2 });
     const finish = { workerId: 'worker-1', agentId: agent.id, taskId: task.id, fence, entry, outcome: 'completed' as const, text: 'ok', usage, notesUsed: 0 };
-    expect(await repo.finish(finish)).toBe('recorded');
-    expect(await repo.finish(finish)).toBe('recorded');
+    expect(await repo.finish(finish)).toEqual({ result: 'recorded' });
+    expect(await repo.finish(finish)).toEqual({ result: 'recorded' });
     expect(await town.task(task.id)).toMatchObject({ state: 'completed', attempts: 2, usage: { inputTokens: 20, costUsd: 1 } });
     expect((await agent.info()).tasksCompleted).toBe(1);
     expect((await town.status()).usage).toEqual({ inputTokens: 20, costUsd: 1 });
@@ -394,6 +394,33 @@ describe('a reply lost with its connection (ioredis re-sends the command)', () =
     expect((await town.cancelTask(other.id, 'no longer needed')).state).toBe('cancelled');
     await expect(town.cancelTask(other.id, 'another reason')).rejects.toBeInstanceOf(InvalidTransitionError);
     await expect(town.completeTask(other.id, 'done')).rejects.toBeInstanceOf(InvalidTransitionError);
+  });
+
+  it('a finish that starts the next task hands that same claim back when re-sent', async () => {
+    const server = await redisServer();
+    const town = await open(server);
+    const agent = await town.spawnAgent('chain', { start: false });
+    const repo = (town as unknown as { repo: Repository }).repo;
+    await repo.registerWorker(agent.id, 'worker-1', 60_000);
+    const one = await agent.assign('one');
+    const two = await agent.assign('two');
+    const redis = raw(server);
+    const p = prefixOf(town);
+    const entry = (await redis.lmove(`${p}inbox:${agent.id}`, `${p}processing:worker-1`, 'LEFT', 'RIGHT'))!;
+    const started = await repo.start('worker-1', agent.id, entry, 50);
+    const fence = (started as { fence: string }).fence;
+    const finish = { workerId: 'worker-1', agentId: agent.id, taskId: one.id, fence, entry, outcome: 'completed' as const, text: 'ok', notesUsed: 0, fetchNext: { maxNotes: 50 } };
+    const first = await repo.finish(finish);
+    expect(first.result).toBe('recorded');
+    expect(first.next?.started.task).toMatchObject({ id: two.id, state: 'running', attempts: 1 });
+    const again = await repo.finish(finish);
+    expect(again.next?.started.fence).toBe(first.next?.started.fence);
+    expect(again.next?.entry).toBe(first.next?.entry);
+    expect(await town.task(two.id)).toMatchObject({ state: 'running', attempts: 1 });
+    expect(await redis.llen(`${p}inbox:${agent.id}`)).toBe(0);
+    expect(await redis.lrange(`${p}processing:worker-1`, 0, -1)).toEqual([first.next?.entry]);
+    const events = await history(server, town);
+    expect(events.filter((e) => e.type === 'task.started' && e.taskId === two.id)).toHaveLength(1);
   });
 
   it('a re-sent assign creates the task once', async () => {

@@ -293,7 +293,10 @@ export class Repository {
   // ── worker transitions ──────────────────────────────────────────────────────────────────
 
   async start(workerId: string, agentId: string, entry: string, maxNotes: number): Promise<StartResult> {
-    const reply = await this.run('start', workerId, agentId, entry, maxNotes);
+    return this.decodeStart(await this.run('start', workerId, agentId, entry, maxNotes));
+  }
+
+  private decodeStart(reply: readonly unknown[]): StartResult {
     switch (reply[0]) {
       case 1: {
         const key = this.keys.task('');
@@ -328,8 +331,10 @@ export class Repository {
     usage?: TaskUsage;
     sessionId?: string;
     notesUsed: number;
-  }): Promise<FinishResult> {
-    const [status] = await this.run(
+    /** Start the agent's next queued task in the same step (up to this many notes with it). */
+    fetchNext?: { maxNotes: number };
+  }): Promise<{ result: FinishResult; next?: { entry: string; started: StartResult & { kind: 'task' } } }> {
+    const [status, , next] = await this.run(
       'finish',
       args.workerId,
       args.agentId,
@@ -343,11 +348,21 @@ export class Repository {
       randomUUID(),
       args.sessionId ?? '',
       randomUUID(),
+      args.fetchNext ? '1' : '0',
+      args.fetchNext?.maxNotes ?? 0,
     );
-    if (status === STATUS.STALE_FENCE) return 'stale';
-    if (status === STATUS.SUPERSEDED) return 'superseded';
-    if (status === STATUS.TASK_NOT_FOUND) return 'missing';
-    return 'recorded';
+    const result: FinishResult =
+      status === STATUS.STALE_FENCE
+        ? 'stale'
+        : status === STATUS.SUPERSEDED
+          ? 'superseded'
+          : status === STATUS.TASK_NOT_FOUND
+            ? 'missing'
+            : 'recorded';
+    if (!Array.isArray(next)) return { result };
+    const started = this.decodeStart(next);
+    if (started.kind !== 'task') return { result };
+    return { result, next: { entry: String(next[next.length - 1]), started } };
   }
 
   /**

@@ -14,7 +14,7 @@ import { WorkerActiveError } from '../errors.js';
 import { waitForReady, withWatchdog, type EventReader } from '../events/reader.js';
 import { compareIds, type TownEvent } from '../events/types.js';
 import { isConnectionFault, type Connections } from '../store/connection.js';
-import type { Repository } from '../store/repository.js';
+import type { Repository, StartResult } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
 import type { Town } from '../town.js';
 import { parseNotes, type Executor, type RunContext, type RunOutcome } from './executor.js';
@@ -51,6 +51,12 @@ export interface WorkerSettings {
   timeoutMs?: number;
   /** First retry delay; each further retry waits twice as long (capped at a minute). */
   retryDelayMs: number;
+}
+
+/** A task this worker has claimed and started, with the inbox entry it came from. */
+interface Claimed {
+  entry: string;
+  started: StartResult & { kind: 'task' };
 }
 
 /** Why a running task was interrupted. */
@@ -220,7 +226,9 @@ export class Worker {
         continue;
       }
       if (started.kind === 'task') {
-        await this.execute(entry, started.fence, started.task, parseNotes(started.notes), started.agentSession);
+        // While the agent has a queue, each finish hands over the next task: no BLMOVE, no start.
+        let next: Claimed | undefined = { entry, started };
+        while (next !== undefined) next = await this.execute(next.entry, next.started);
       } else if (started.kind === 'held') {
         if (started.state !== 'paused') break;
         await this.waitForStateChange(versionBefore);
@@ -261,13 +269,10 @@ export class Worker {
     }
   }
 
-  private async execute(
-    entry: string,
-    fence: string,
-    task: TaskRecord,
-    notes: ReturnType<typeof parseNotes>,
-    agentSession: string | undefined,
-  ): Promise<void> {
+  /** Runs one started task and records its outcome; returns the next task when finish started one. */
+  private async execute(entry: string, started: StartResult & { kind: 'task' }): Promise<Claimed | undefined> {
+    const { fence, task, agentSession } = started;
+    const notes = parseNotes(started.notes);
     const { town, agent, root, repo } = this.deps;
     const controller = new AbortController();
     const run: CurrentRun = { task, controller };
@@ -292,9 +297,9 @@ export class Worker {
     const outcome = await this.runWithRetries(task, fence, context, run);
     this.current = undefined;
     // Handed back or lease lost: the entry stays claimed; release (or a reclaim) requeues it.
-    if (run.interruption === 'handback' || run.interruption === 'lease-lost') return;
+    if (run.interruption === 'handback' || run.interruption === 'lease-lost') return undefined;
     try {
-      await this.persist(() =>
+      const { next } = await this.persist(() =>
         repo.finish({
           workerId: this.id,
           agentId: agent.id,
@@ -306,11 +311,14 @@ export class Worker {
           ...(outcome.usage && { usage: outcome.usage }),
           ...(outcome.sessionId && { sessionId: outcome.sessionId }),
           notesUsed: notes.length,
+          ...(!this.stopping && { fetchNext: { maxNotes: MAX_NOTES } }),
         }),
       );
+      return next;
     } catch (err) {
       // Could not record it: the lease lapses and the task is reclaimed, never lost.
       this.deps.report(err);
+      return undefined;
     }
   }
 
@@ -366,12 +374,15 @@ export class Worker {
         signal.addEventListener('abort', onAbort, { once: true });
         write().then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
       });
-    return pRetry(attempt, {
-      retries: Number.POSITIVE_INFINITY,
-      minTimeout: 50,
-      maxTimeout: 250,
-      shouldRetry: ({ error, retriesConsumed }) => !this.handback && (isConnectionFault(error) || retriesConsumed < 200),
-    });
+    // The first try goes straight out: retry machinery only for the writes that need it.
+    return attempt().catch(() =>
+      pRetry(attempt, {
+        retries: Number.POSITIVE_INFINITY,
+        minTimeout: 50,
+        maxTimeout: 250,
+        shouldRetry: ({ error, retriesConsumed }) => !this.handback && (isConnectionFault(error) || retriesConsumed < 200),
+      }),
+    );
   }
 
   private waitForStateChange(since: number): Promise<void> {

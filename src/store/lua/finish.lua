@@ -1,4 +1,4 @@
--- finish v4: records the outcome of a run, fenced. Only the worker holding the task's current
+-- finish v5: records the outcome of a run, fenced. Only the worker holding the task's current
 -- fencing token may settle it; a zombie's late result is rejected and recorded as an event.
 -- A cancel, complete or fail written by someone else during the run wins over the run's end.
 -- Idempotent: the same finish sent again (a reply lost to a reconnect) changes nothing.
@@ -9,16 +9,47 @@
 -- ARGV[15] the CLI's session id ('' = none), kept on the task and the agent
 -- ARGV[16] message id for a backlog task the agent auto-claims now (claim_backlog agents), so
 --          it is never idle while matching backlog work waits
--- Returns {0, outcome} · {0, 'repeat'} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state}
+-- ARGV[17] '1' = hand the worker its next task in the same step: move the next inbox entry into
+--          its processing list and start it (start_entry), saving a BLMOVE and a start per task
+--          while the agent has a queue   ARGV[18] max notes returned with it
+-- Returns {0, outcome, next?} · {0, 'repeat'} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state, next?}
+--   next: start_entry's reply for the next task, with the raw entry appended, when one started
 local wid, aid, tid, fence, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local outcome, text, usage, notes_used, reply_id, session, claim_id = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14], ARGV[15], ARGV[16]
+local fetch, max_notes = ARGV[17] == '1', tonumber(ARGV[18])
 local tkey, akey = key('task', tid), key('agent', aid)
+
+-- The next task for a worker that keeps going; notes and stale entries on the way are handled
+-- as start would. nil when the queue is empty, the agent is held, or the worker was replaced.
+local function next_task()
+  if not fetch then return nil end
+  for _ = 1, 20 do
+    local entry = redis.call('LMOVE', key('inbox', aid), key('processing', wid), 'LEFT', 'RIGHT')
+    if not entry then return nil end
+    local started = start_entry(wid, aid, entry, max_notes)
+    if started[1] == 1 then
+      started[#started + 1] = entry
+      return started
+    end
+    if started[1] ~= 3 and started[1] ~= 4 then return nil end
+  end
+  return nil
+end
 
 redis.call('LREM', key('processing', wid), 1, raw)
 local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'finished_fence')
 local state = t[1]
 if not state then return { E_TASK_NOT_FOUND } end
-if t[4] == fence then return { 0, 'repeat' } end
+if t[4] == fence then
+  -- the first run of this finish may have started the next task: hand that claim back again
+  local claimed = fetch and redis.call('LINDEX', key('processing', wid), 0)
+  local again = claimed and start_entry(wid, aid, claimed, max_notes)
+  if again and again[1] == 1 then
+    again[#again + 1] = claimed
+    return { 0, 'repeat', again }
+  end
+  return { 0, 'repeat' }
+end
 if t[2] ~= fence then
   emit({ type = 'task.rejected', task_id = tid, agent_id = aid, message = 'late result from a stale claim rejected', worker_id = wid })
   return { E_STALE_FENCE }
@@ -36,7 +67,7 @@ redis.call('HDEL', tkey, 'worker_id')
 if state ~= 'running' then
   agent_after_task(aid, tid)
   auto_claim(aid, claim_id)
-  return { E_SUPERSEDED, state }
+  return { E_SUPERSEDED, state, next_task() }
 end
 
 local function reply(summary)
@@ -66,4 +97,4 @@ else
 end
 agent_after_task(aid, tid)
 auto_claim(aid, claim_id)
-return { 0, outcome }
+return { 0, outcome, next_task() }
