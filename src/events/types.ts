@@ -99,23 +99,39 @@ export function parseEvent(id: string, fields: readonly string[]): TownEvent | u
   } catch {
     // an unreadable payload still carries its type
   }
-  const type =
-    (typeof raw.type === 'string' && (TOWN_EVENT_TYPES as readonly string[]).includes(raw.type)
-      ? (raw.type as TownEventType)
-      : undefined) ?? (wire === undefined ? undefined : WIRE_TO_TYPE[wire]);
+  const type = (typeof raw.type === 'string' && KNOWN_TYPES.get(raw.type)) || (wire === undefined ? undefined : WIRE_TO_TYPE[wire]);
   if (type === undefined) return undefined;
-  const { agent_id, task_id, timestamp, type: _type, event_type: _wire, ...rest } = raw;
+  // Every event is parsed by every town handle: plain loops, no regex per key.
   const data: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(rest)) data[k.replace(SNAKE_TO_CAMEL, (_, c: string) => c.toUpperCase())] = v;
-  const ms = Number(id.split('-')[0]);
-  return {
-    id,
-    type,
-    at: typeof timestamp === 'string' && !Number.isNaN(Date.parse(timestamp)) ? new Date(timestamp) : new Date(ms),
-    ...(typeof agent_id === 'string' && { agentId: agent_id }),
-    ...(typeof task_id === 'string' && { taskId: task_id }),
-    data,
-  };
+  let agentId: string | undefined;
+  let taskId: string | undefined;
+  let timestamp: unknown;
+  for (const k in raw) {
+    const v = raw[k];
+    if (k === 'agent_id') agentId = typeof v === 'string' ? v : undefined;
+    else if (k === 'task_id') taskId = typeof v === 'string' ? v : undefined;
+    else if (k === 'timestamp') timestamp = v;
+    else if (k !== 'type' && k !== 'event_type') data[camelCase(k)] = v;
+  }
+  const at = typeof timestamp === 'string' ? new Date(timestamp) : new Date(NaN);
+  const event: TownEvent = { id, type, at: Number.isNaN(at.getTime()) ? new Date(Number(id.split('-')[0])) : at, data };
+  if (agentId !== undefined) event.agentId = agentId;
+  if (taskId !== undefined) event.taskId = taskId;
+  return event;
+}
+
+const KNOWN_TYPES = new Map<string, TownEventType>(TOWN_EVENT_TYPES.map((t) => [t, t]));
+
+const camelNames = new Map<string, string>();
+
+/** `old_state` → `oldState`, remembered: events repeat the same few keys. */
+function camelCase(key: string): string {
+  let name = camelNames.get(key);
+  if (name === undefined) {
+    name = key.replace(SNAKE_TO_CAMEL, (_, c: string) => c.toUpperCase());
+    if (camelNames.size < 1000) camelNames.set(key, name);
+  }
+  return name;
 }
 
 /** Compares stream ids (`<ms>-<seq>`). */

@@ -45,13 +45,8 @@ export type Executor = (task: TaskRecord, context: RunContext) => Promise<RunOut
 export function handlerExecutor(run: TaskHandler): Executor {
   return async (task, context) => {
     const { notes, logFile, timeoutMs, taskEnv: _env, ...rest } = context;
-    const controller = new AbortController();
-    const onAbort = (): void => controller.abort(context.signal.reason);
-    context.signal.addEventListener('abort', onAbort, { once: true });
-    const timer =
-      timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => controller.abort(new Error(`timed out after ${timeoutMs}ms`)), timeoutMs);
+    // The worker's signal serves as is; a timeout needs a signal of its own that also follows it.
+    const signal = timeoutMs === undefined ? context.signal : AbortSignal.any([context.signal, AbortSignal.timeout(timeoutMs)]);
     const log = (line: string): void => {
       mkdirSync(dirname(logFile), { recursive: true });
       appendFileSync(logFile, `${line}\n`);
@@ -60,24 +55,30 @@ export function handlerExecutor(run: TaskHandler): Executor {
     const reportUsage = (more: TaskUsage): void => {
       usage = addUsage(usage, more);
     };
+    let onAbort: (() => void) | undefined;
     try {
+      // A handler that ignores its signal still ends its task when the signal fires.
       const aborted = new Promise<never>((_, reject) => {
-        if (controller.signal.aborted) reject(controller.signal.reason);
-        controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+        onAbort = () => reject(abortReason(signal, timeoutMs));
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
       });
-      aborted.catch(() => undefined);
-      const value = await Promise.race([
-        Promise.resolve(run(task, { ...rest, signal: controller.signal, messages: notes, log, reportUsage })),
-        aborted,
-      ]);
+      aborted.catch(() => undefined); // a handler that throws at once leaves this unawaited
+      const value = await Promise.race([run(task, { ...rest, signal, messages: notes, log, reportUsage }), aborted]);
       return { ok: true, text: stringify(value), usage };
     } catch (err) {
       return { ok: false, text: describeError(err), retryable: isRetryable(err), usage };
     } finally {
-      clearTimeout(timer);
-      context.signal.removeEventListener('abort', onAbort);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
     }
   };
+}
+
+/** AbortSignal.timeout's reason is a DOMException named TimeoutError: say what timed out. */
+function abortReason(signal: AbortSignal, timeoutMs: number | undefined): unknown {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error && reason.name === 'TimeoutError') return new Error(`timed out after ${timeoutMs}ms`);
+  return reason;
 }
 
 /** Runs a CLI per task: prompt built from the task, instructions and notes; never a shell. */
