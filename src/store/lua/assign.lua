@@ -1,4 +1,4 @@
--- assign v5: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- assign v6: creates a task and, in the same step, delivers it to an agent's inbox or to the
 -- backlog. A task record never exists without its queue entry, nor the reverse. Run twice with
 -- the same task id (ioredis re-sends a command whose reply was lost with its connection), the
 -- second run changes nothing.
@@ -16,9 +16,11 @@ if max_attempts == '' then
 end
 
 local tkey = key('task', tid)
-if redis.call('EXISTS', tkey) == 1 then return { 0, tonumber(redis.call('HGET', tkey, 'max_attempts')) } end
-redis.call('HSET', tkey, 'id', tid, 'description', description, 'created_at', NOW, 'updated_at', NOW,
-  'tags', tags, 'priority', priority, 'attempts', 0, 'max_attempts', max_attempts)
+if redis.call('EXISTS', tkey) == 1 then return { 0, tonumber(redis.call('HGET', tkey, 'max_attempts')) or 3 } end
+redis.call('HSET', tkey, 'id', tid, 'description', description, 'created_at', NOW, 'updated_at', NOW, 'tags', tags)
+-- Defaults stay implicit (absent = normal priority, 0 attempts, 3 max): a queued task is small.
+if priority ~= 'normal' then redis.call('HSET', tkey, 'priority', priority) end
+if max_attempts ~= '3' then redis.call('HSET', tkey, 'max_attempts', max_attempts) end
 if timeout_ms ~= '' then redis.call('HSET', tkey, 'timeout_ms', timeout_ms) end
 if parent_id ~= '' then redis.call('HSET', tkey, 'parent_id', parent_id) end
 index_task(tid)
