@@ -8,22 +8,7 @@ import { afterEach } from 'vitest';
 import { builtPackage } from './build.js';
 import { redisUrl, tempDir } from './town.js';
 
-/** A promise with its resolve/reject exposed. */
-export interface Deferred<T> {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-  reject: (err: unknown) => void;
-}
-
-export function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+export { deferred, type Deferred } from './kit.js';
 
 /** Resolves after `ms`; only for asserting that something does NOT happen meanwhile. */
 export function pause(ms: number): Promise<void> {
