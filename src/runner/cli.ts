@@ -338,8 +338,13 @@ class LogWriter {
   private constructor(private readonly handle: FileHandle) {}
 
   static async open(path: string): Promise<LogWriter> {
-    await mkdir(dirname(path), { recursive: true });
-    return new LogWriter(await open(path, 'a'));
+    // The folder exists after an agent's first task: create it only when the open says so.
+    const handle = await open(path, 'a').catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      await mkdir(dirname(path), { recursive: true });
+      return open(path, 'a');
+    });
+    return new LogWriter(handle);
   }
 
   async write(data: Buffer): Promise<void> {
