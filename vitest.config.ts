@@ -14,6 +14,13 @@ export default defineConfig({
   ],
   test: {
     include: ['test/**/*.test.ts'],
+    // Type-level tests of the public API (expectTypeOf, @ts-expect-error), checked by tsc as
+    // part of every run; they never execute.
+    typecheck: {
+      enabled: true,
+      include: ['test/types/**/*.test-d.ts'],
+      tsconfig: './tsconfig.json',
+    },
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 20_000,
     hookTimeout: 30_000,

@@ -12,35 +12,71 @@ import type { Task, TaskInput, TaskRecord, TaskUsage } from './task.js';
 import type { Town } from './town.js';
 import type { WaitOptions } from './wait.js';
 
-/** Agent states, as the Rust Tinytown names them. `cold`: registered, no worker started yet. */
+/**
+ * Agent states, as the Rust Tinytown names them. `cold`: registered, no worker started yet;
+ * `starting`: a worker is attaching; `idle` / `working`: serving its inbox; `paused`: no new work
+ * starts; `draining`: finishing queued work, then stopping; `stopped`; `error`: its worker was
+ * lost, its lease expired with no other worker to take over (see {@link AgentInfo.error}).
+ *
+ * @example
+ * ```ts
+ * import type { AgentState } from 'tinytown';
+ * const busy = (state: AgentState) => state === 'working' || state === 'draining';
+ * console.log(busy((await agent.info()).state));
+ * ```
+ */
 export type AgentState = 'cold' | 'starting' | 'idle' | 'working' | 'paused' | 'draining' | 'stopped' | 'error';
 
-/** A stored agent, as read back from Redis. */
+/**
+ * A stored agent, as read back from Redis.
+ *
+ * @example
+ * ```ts
+ * import type { AgentInfo } from 'tinytown';
+ * const agents: AgentInfo[] = await town.agents();
+ * for (const a of agents) console.log(a.name, a.state, `${a.tasksCompleted} done`, a.usage?.costUsd ?? 0);
+ * ```
+ */
 export interface AgentInfo {
+  /** Agent id (a UUID). */
   id: string;
+  /** Agent name, unique among the town's agents. */
   name: string;
   /** The first four characters of the id, accepted wherever an agent reference is. */
   shortId: string;
+  /** `worker` for agents; `supervisor` is the orchestrator's role in the Rust Tinytown. */
   type: 'worker' | 'supervisor';
+  /** Where the agent is in its lifecycle. */
   state: AgentState;
   /** Preset or custom CLI name, or `in-process` for `run` handlers. */
   cli: string;
+  /** A second name accepted wherever an agent reference is. */
   nickname?: string;
+  /** Free-form role (`worker`, `reviewer`, …); backlog auto-claim matches it against task tags. */
   role?: string;
+  /** Labels matched against backlog task tags by `claimBacklog`. */
   tags: string[];
   /** The running task's id. */
   currentTask?: string;
+  /** When the agent was first spawned. */
   createdAt: Date;
+  /** When a worker last attached to it or renewed its lease. */
   lastHeartbeat: Date;
+  /** When its state last changed or it last started a task. */
   lastActiveAt: Date;
+  /** Tasks it completed. */
   tasksCompleted: number;
+  /** Tasks that failed on it. */
   tasksFailed: number;
+  /** Work rounds completed: the Rust Tinytown's counter, which tinytown advances with `tasksCompleted`. */
   roundsCompleted: number;
+  /** Whether it takes matching backlog tasks by itself when idle. */
   claimBacklog: boolean;
   /** The live worker instance serving the agent, if any. */
   workerId?: string;
   /** Why the agent is in `error`. */
   error?: string;
+  /** The agent that spawned this one, when one did (Rust Tinytown field). */
   parentAgentId?: string;
   /** The CLI session of its last task, when the CLI reports one. */
   sessionId?: string;
@@ -48,11 +84,27 @@ export interface AgentInfo {
   usage?: TaskUsage;
 }
 
-/** What an in-process handler receives next to the task. */
+/**
+ * What an in-process handler receives next to the task.
+ *
+ * @example
+ * ```ts
+ * import type { TaskContext, TaskRecord } from 'tinytown';
+ * async function review(task: TaskRecord, ctx: TaskContext): Promise<string> {
+ *   ctx.log(`attempt ${ctx.attempt}, ${ctx.messages.length} notes`);
+ *   const res = await fetch('https://example.com/review', { method: 'POST', body: task.description, signal: ctx.signal });
+ *   ctx.reportUsage({ inputTokens: 1200, outputTokens: 300 });
+ *   return res.text();
+ * }
+ * await town.spawnAgent('reviewer', { run: review });
+ * ```
+ */
 export interface TaskContext {
   /** Aborted when the task is cancelled, times out, or the worker must stop. */
   signal: AbortSignal;
+  /** The agent running the task. */
   agent: Agent;
+  /** The town the agent lives in (to assign follow-up work, send messages, …). */
   town: Town;
   /** Informational messages and acks that arrived for the agent since its last task. */
   messages: Message[];
@@ -71,10 +123,31 @@ export interface TaskContext {
  * Runs one task in-process; its resolved value (a string, or anything JSON can encode) becomes
  * the task's result, a rejection its error. Throw an error with `retryable: true` to have the
  * task run again after a backoff (up to its `maxAttempts`).
+ *
+ * @example
+ * ```ts
+ * import type { TaskHandler } from 'tinytown';
+ * const summarize: TaskHandler = async (task, ctx) => {
+ *   const res = await fetch('https://example.com/summarize', { method: 'POST', body: task.description, signal: ctx.signal });
+ *   if (res.status === 429) throw Object.assign(new Error('rate limited'), { retryable: true });
+ *   return res.text();
+ * };
+ * await town.spawnAgent('summarizer', { run: summarize });
+ * ```
  */
 export type TaskHandler = (task: TaskRecord, context: TaskContext) => unknown;
 
-/** How an agent does its work: a CLI (preset name, custom name or inline definition) or a handler. */
+/**
+ * How an agent does its work: a CLI (preset name, custom name or inline definition) or a handler.
+ * What `town.runWorker` takes; {@link AgentOptions} adds what is stored with the agent.
+ *
+ * @example
+ * ```ts
+ * import type { AgentWorkOptions } from 'tinytown';
+ * const work: AgentWorkOptions = { cli: 'claude', cwd: 'services/api', timeoutMs: 20 * 60_000, continueSession: true };
+ * await town.runWorker('backend', work);
+ * ```
+ */
 export interface AgentWorkOptions {
   /** A preset (`claude`, `codex`, …), a name from `tinytown.json` `clis`, or an inline definition. */
   cli?: string | CliDefinition;
@@ -106,9 +179,23 @@ export interface AgentWorkOptions {
   retryDelayMs?: number;
 }
 
-/** Options of `town.spawnAgent`. */
+/**
+ * Options of `town.spawnAgent`.
+ *
+ * @example
+ * ```ts
+ * import type { AgentOptions } from 'tinytown';
+ * const options: AgentOptions = {
+ *   cli: 'codex', role: 'worker', nickname: 'bob', tags: ['api'],
+ *   instructions: 'You own the server code.', timeoutMs: 20 * 60_000, maxAttempts: 3, claimBacklog: true,
+ * };
+ * const backend = await town.spawnAgent('backend', options);
+ * ```
+ */
 export interface AgentOptions extends AgentWorkOptions {
+  /** Free-form role (`worker`, `reviewer`, …); backlog auto-claim matches it against task tags. */
   role?: string;
+  /** A second name accepted wherever an agent reference is (`town.agent('bob')`). */
   nickname?: string;
   /** Matched against backlog task tags by `claimBacklog`. */
   tags?: string[];
@@ -120,7 +207,16 @@ export interface AgentOptions extends AgentWorkOptions {
   maxAttempts?: number;
 }
 
-/** Options of `agent.stop()`. */
+/**
+ * Options of `agent.stop()`.
+ *
+ * @example
+ * ```ts
+ * import type { StopOptions } from 'tinytown';
+ * const now: StopOptions = { force: true };
+ * await agent.stop(now); // the running task goes back to the head of the queue
+ * ```
+ */
 export interface StopOptions {
   /** Kill the running process now and hand its task back to the queue. */
   force?: boolean;

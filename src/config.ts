@@ -5,7 +5,8 @@
  */
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { ConfigInvalidError, ConfigNotFoundError, InvalidNameError, ReservedNameError } from './errors.js';
@@ -14,6 +15,7 @@ import { OUTPUT_FORMATS } from './runner/parsers/index.js';
 import type { RedisInput } from './store/connection.js';
 import type { KeyLayout } from './store/keys.js';
 import { formatIssues } from './task.js';
+import { parseToml, TomlSyntaxError, type TomlTable, type TomlValue } from './toml.js';
 
 /** Names of towns and agents: they appear in Redis keys, logs and folder names. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -23,6 +25,9 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set(['supervisor', 'condu
 
 /** The config file's name. */
 export const CONFIG_FILE = 'tinytown.json';
+
+/** The Rust Tinytown's config file: read (never written) in a folder without `tinytown.json`. */
+export const RUST_CONFIG_FILE = 'tinytown.toml';
 
 /** Options of `Town.connect`. Every one is optional. */
 export interface TownOptions {
@@ -131,21 +136,46 @@ export function checkAgentName(value: unknown): string {
   return value;
 }
 
+/** A file's text, or `undefined` when it does not exist. */
+async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ConfigInvalidError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /**
- * Loads `<dir>/tinytown.json`, creating it (name from the git repository and branch, else the
- * folder) unless `create` is false.
+ * The Redis URL of configs read from a Rust `tinytown.toml`, kept out of the config itself:
+ * it often holds the central Redis password, and `town.config` is public.
+ */
+const rustRedisUrls = new WeakMap<TownConfig, string>();
+
+/** A loaded config's Redis URL, and where it came from (for error messages). */
+export function configRedis(config: TownConfig): { url: string | undefined; source: string } {
+  const rust = rustRedisUrls.get(config);
+  if (rust !== undefined) return { url: rust, source: `${RUST_CONFIG_FILE} [redis]` };
+  return { url: config.redis?.url, source: `${CONFIG_FILE} redis.url` };
+}
+
+/**
+ * Loads `<dir>/tinytown.json`. Without one, a Rust Tinytown's `<dir>/tinytown.toml` gives the
+ * name and Redis (read-only: nothing is written to that folder) and implies the `tinytown` key
+ * layout. Without either, creates `tinytown.json` (name from the git repository and branch,
+ * else the folder) unless `create` is false.
  */
 export async function loadConfig(dir: string, options: TownOptions): Promise<TownConfig> {
   const file = join(dir, CONFIG_FILE);
-  let text: string | undefined;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new ConfigInvalidError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
-    }
-  }
+  const text = await readIfExists(file);
   if (text === undefined) {
+    const tomlFile = join(dir, RUST_CONFIG_FILE);
+    const toml = await readIfExists(tomlFile);
+    if (toml !== undefined) {
+      const { redis, ...config } = configFromRustToml(dir, tomlFile, toml, options);
+      if (redis?.url !== undefined) rustRedisUrls.set(config, redis.url);
+      return config;
+    }
     if (options.create === false) {
       throw new ConfigNotFoundError(`No ${CONFIG_FILE} in ${dir}. Create one, or call Town.connect without create: false.`);
     }
@@ -168,6 +198,63 @@ export async function loadConfig(dir: string, options: TownOptions): Promise<Tow
   if (!parsed.success) throw new ConfigInvalidError(`${file} is invalid: ${formatIssues(parsed.error)}`, { cause: parsed.error });
   const { $schema: _, ...config } = parsed.data;
   return config;
+}
+
+/**
+ * A town made by the Rust `tt init`: its name and Redis from `tinytown.toml`, as the Rust
+ * `Config::redis_url` builds the URL (a unix socket relative to the town folder, or TCP with
+ * `TINYTOWN_REDIS_PASSWORD` before the file's password; `rediss` with `tls_enabled`), and the
+ * `tinytown` key layout its `tt` CLI uses.
+ */
+export function configFromRustToml(dir: string, file: string, text: string, options: TownOptions = {}): TownConfig {
+  let doc: TomlTable;
+  try {
+    doc = parseToml(text);
+  } catch (err) {
+    if (!(err instanceof TomlSyntaxError)) throw err;
+    throw new ConfigInvalidError(`${file} is not valid TOML: ${err.message}`, { cause: err });
+  }
+  const wrong = (key: string, expected: string, value: TomlValue): ConfigInvalidError =>
+    new ConfigInvalidError(`${file}: ${key} must be ${expected}, got ${JSON.stringify(value)}.`);
+  const str = (table: TomlTable, key: string, path: string): string | undefined => {
+    const value = table[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'string') throw wrong(path, 'a string', value);
+    return value;
+  };
+  const bool = (table: TomlTable, key: string, fallback: boolean): boolean => {
+    const value = table[key];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'boolean') throw wrong(`redis.${key}`, 'true or false', value);
+    return value;
+  };
+
+  const name = str(doc, 'name', 'name');
+  if (options.name === undefined) {
+    if (name === undefined) throw new ConfigInvalidError(`${file} has no name: add name = "<town>" or pass options.name.`);
+    if (!NAME_PATTERN.test(name)) {
+      throw new ConfigInvalidError(
+        `${file} names the town ${JSON.stringify(name)}, which tinytown cannot use: a town name must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$.`,
+      );
+    }
+  }
+  const section = doc.redis ?? {};
+  if (typeof section !== 'object' || Array.isArray(section)) throw wrong('redis', 'a table', section);
+  const redis = section as TomlTable;
+
+  let url: string;
+  if (bool(redis, 'use_socket', true)) {
+    const socket = resolve(dir, str(redis, 'socket_path', 'redis.socket_path') ?? 'redis.sock');
+    url = `unix://${pathToFileURL(socket).pathname}`;
+  } else {
+    const host = str(redis, 'host', 'redis.host') ?? '127.0.0.1';
+    const port = redis.port ?? 6379;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw wrong('redis.port', 'a port number', port);
+    const password = process.env.TINYTOWN_REDIS_PASSWORD ?? str(redis, 'password', 'redis.password');
+    const auth = password ? `:${encodeURIComponent(password)}@` : '';
+    url = `${bool(redis, 'tls_enabled', false) ? 'rediss' : 'redis'}://${auth}${host.includes(':') ? `[${host}]` : host}:${port}`;
+  }
+  return { name: name ?? (options.name as string), keyLayout: 'tinytown', redis: { url } };
 }
 
 const run = promisify(execFile);

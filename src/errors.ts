@@ -7,7 +7,21 @@
  * @module
  */
 
-/** The stable codes of {@link TinytownError}. They never change meaning between versions. */
+/**
+ * The stable codes of {@link TinytownError}. They never change meaning between versions.
+ *
+ * @example
+ * ```ts
+ * import { TinytownError, type ErrorCode } from 'tinytown';
+ * const retryLater: ErrorCode[] = ['REDIS_CONNECTION', 'TIMEOUT'];
+ * try {
+ *   await town.waitForTask(id, { timeoutMs: 60_000 });
+ * } catch (err) {
+ *   if (err instanceof TinytownError && retryLater.includes(err.code)) console.warn('try again later');
+ *   else throw err;
+ * }
+ * ```
+ */
 export type ErrorCode =
   | 'INVALID_ARGUMENT'
   | 'INVALID_NAME'
@@ -47,7 +61,16 @@ function isBranded(value: unknown): value is Branded {
   return typeof value === 'object' && value !== null && (value as Partial<Branded>)[BRAND] === true;
 }
 
-/** Options accepted by every error constructor. */
+/**
+ * Options accepted by every error constructor.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError, type TinytownErrorOptions } from 'tinytown';
+ * const options: TinytownErrorOptions = { cause: new Error('socket closed') };
+ * throw new TimeoutError('gave up waiting for the review', options);
+ * ```
+ */
 export interface TinytownErrorOptions {
   /** The underlying error, kept as `err.cause`. */
   cause?: unknown;
@@ -72,6 +95,7 @@ export class TinytownError extends Error {
   static readonly code: ErrorCode | undefined = undefined;
   /** Stable code naming the condition. */
   readonly code: ErrorCode;
+  /** @internal Marks tinytown errors for `instanceof` across copies of the package. */
   declare readonly [BRAND]: true;
 
   constructor(code: ErrorCode, message: string, options: TinytownErrorOptions = {}) {
@@ -81,7 +105,18 @@ export class TinytownError extends Error {
     this.name = new.target.name;
   }
 
-  /** `instanceof` by brand and code, so it holds across duplicate copies of the package. */
+  /**
+   * `instanceof` by brand and code, so it holds across duplicate copies of the package (an
+   * application that loads both the ESM and the CJS build, or two installed versions).
+   *
+   * @example
+   * ```ts
+   * const cjs = require('tinytown');
+   * const esm = await import('tinytown');
+   * new cjs.TimeoutError('late') instanceof esm.TimeoutError; // true
+   * new cjs.TimeoutError('late') instanceof esm.AbortedError; // false: another code
+   * ```
+   */
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (!isBranded(value)) return false;
     return this.code === undefined || value.code === this.code;

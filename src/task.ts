@@ -6,27 +6,81 @@
 import { z } from 'zod';
 import { InvalidArgumentError } from './errors.js';
 
-/** Lifecycle of a task. `completed`, `failed` and `cancelled` are terminal. */
+/**
+ * Lifecycle of a task: `pending` (in the backlog) or `assigned` (in an agent's inbox), then
+ * `running`, then `completed`, `failed` or `cancelled`, which are terminal.
+ *
+ * @example
+ * ```ts
+ * import type { TaskState } from 'tinytown';
+ * const open: TaskState[] = ['pending', 'assigned', 'running'];
+ * const inFlight = await town.tasks({ state: open });
+ * ```
+ */
 export type TaskState = 'pending' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled';
 
-/** The terminal states, in which a task never changes again. */
+/**
+ * The terminal states, in which a task never changes again.
+ *
+ * @example
+ * ```ts
+ * import { TERMINAL_STATES } from 'tinytown';
+ * const task = await town.task(id);
+ * if (TERMINAL_STATES.has(task.state)) console.log('over:', task.state);
+ * ```
+ */
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set(['completed', 'failed', 'cancelled']);
 
-/** Delivery priority: `urgent` before `high` before `normal` before `low`, first come first served within each. */
+/**
+ * Delivery priority: `urgent` before `high` before `normal` before `low`, first come first served within each.
+ *
+ * @example
+ * ```ts
+ * import type { Priority } from 'tinytown';
+ * const priority: Priority = 'urgent';
+ * await agent.assign({ description: 'Fix the outage', priority });
+ * ```
+ */
 export type Priority = 'low' | 'normal' | 'high' | 'urgent';
 
-/** Tokens and cost a CLI reported for a task, when it reports them. */
+/**
+ * Tokens and cost a CLI reported for a task, when it reports them (an in-process handler reports
+ * them with `ctx.reportUsage`). Summed per task, per agent and per town.
+ *
+ * @example
+ * ```ts
+ * import type { TaskUsage } from 'tinytown';
+ * const usage: TaskUsage | undefined = (await town.task(id)).usage;
+ * console.log(`${usage?.inputTokens ?? 0} in, ${usage?.outputTokens ?? 0} out, $${usage?.costUsd ?? '?'}`);
+ * ```
+ */
 export interface TaskUsage {
+  /** Prompt tokens not read from a cache. */
   inputTokens?: number;
+  /** Generated tokens. */
   outputTokens?: number;
+  /** Prompt tokens read from the provider's cache. */
   cacheReadTokens?: number;
+  /** Prompt tokens written to the provider's cache. */
   cacheWriteTokens?: number;
+  /** Reasoning ("thinking") tokens, where the CLI counts them apart. */
   reasoningTokens?: number;
+  /** Cost in US dollars, when the CLI reports one. */
   costUsd?: number;
+  /** The model that did most of the work, when the CLI names it. */
   model?: string;
 }
 
-/** Options of a task, next to its description. */
+/**
+ * Options of a task, next to its description.
+ *
+ * @example
+ * ```ts
+ * import { Task, type TaskOptions } from 'tinytown';
+ * const options: TaskOptions = { tags: ['api'], priority: 'high', timeoutMs: 30 * 60_000, maxAttempts: 2 };
+ * await backend.assign(new Task('Implement auth endpoints', options));
+ * ```
+ */
 export interface TaskOptions {
   /** Free-form labels; backlog auto-claim matches them against an agent's role and tags. */
   tags?: readonly string[];
@@ -40,32 +94,64 @@ export interface TaskOptions {
   maxAttempts?: number;
 }
 
-/** What `agent.assign` and `town.backlog.add` accept, next to a plain string or a {@link Task}. */
+/**
+ * What `agent.assign` and `town.backlog.add` accept, next to a plain string or a {@link Task}.
+ *
+ * @example
+ * ```ts
+ * import type { TaskInput } from 'tinytown';
+ * const input: TaskInput = { description: 'Triage flaky tests', tags: ['qa'], priority: 'low' };
+ * await town.backlog.add(input);
+ * ```
+ */
 export interface TaskInput extends TaskOptions {
+  /** What to do: the prompt an agent CLI receives (with its instructions and notes). */
   description: string;
 }
 
-/** A stored task, as read back from Redis. */
+/**
+ * A stored task, as read back from Redis.
+ *
+ * @example
+ * ```ts
+ * import type { TaskRecord } from 'tinytown';
+ * const record: TaskRecord = await town.waitForTask(task.id);
+ * if (record.state === 'completed') console.log(record.result);
+ * else console.error(`${record.state} after ${record.attempts} attempt(s): ${record.error}`);
+ * ```
+ */
 export interface TaskRecord {
+  /** Task id (a UUID). */
   id: string;
+  /** What to do. */
   description: string;
+  /** Where the task is in its lifecycle. */
   state: TaskState;
   /** Agent id, while assigned (kept after it ends, to show who did it). */
   assignedTo?: string;
+  /** When it was created. */
   createdAt: Date;
+  /** When it last changed. */
   updatedAt: Date;
+  /** When its last run started. */
   startedAt?: Date;
+  /** When it reached a terminal state. */
   completedAt?: Date;
   /** The outcome text of a completed task. */
   result?: string;
   /** Why the task failed or was cancelled. */
   error?: string;
+  /** The task this one was split from. */
   parentId?: string;
+  /** Free-form labels. */
   tags: string[];
   /** How many times it was started. */
   attempts: number;
+  /** Runs allowed before it fails for good. */
   maxAttempts: number;
+  /** Delivery priority. */
   priority: Priority;
+  /** Time limit of one run, when the task sets one. */
   timeoutMs?: number;
   /** Tokens and cost reported by the CLI, summed over the task's runs. */
   usage?: TaskUsage;
@@ -73,11 +159,22 @@ export interface TaskRecord {
   sessionId?: string;
 }
 
-/** Filter for `town.tasks()`. */
+/**
+ * Filter for `town.tasks()`.
+ *
+ * @example
+ * ```ts
+ * import type { TaskFilter } from 'tinytown';
+ * const filter: TaskFilter = { state: ['failed', 'cancelled'], agent: 'backend', tag: 'api', limit: 20 };
+ * for (const t of await town.tasks(filter)) console.log(t.id, t.error);
+ * ```
+ */
 export interface TaskFilter {
+  /** One state or several. */
   state?: TaskState | readonly TaskState[];
   /** Agent name, id, short id or nickname. */
   agent?: string;
+  /** Only tasks carrying this tag. */
   tag?: string;
   /** Newest first; default 100. */
   limit?: number;
@@ -105,6 +202,7 @@ export const taskInputSchema = z.strictObject({
  * ```
  */
 export class Task implements TaskInput {
+  /** What to do. */
   readonly description: string;
   readonly tags?: readonly string[];
   readonly parentId?: string;

@@ -13,7 +13,7 @@ import { checkAgentOptions, cliLabel, registeredCli } from './agent-options.js';
 import { Backlog } from './backlog.js';
 import {
   checkAgentName,
-  CONFIG_FILE,
+  configRedis,
   loadConfig,
   parseTownOptions,
   type TownConfig,
@@ -90,15 +90,36 @@ const DEFAULT_RETRY_DELAY_MS = 1_000;
 /** Expired tasks removed per sweep at most, so one sweep never blocks Redis for long. */
 const RETENTION_BATCH = 500;
 
-/** One agent in {@link TownStatus}. */
+/**
+ * One agent in {@link TownStatus}: its record plus the depth of its inbox.
+ *
+ * @example
+ * ```ts
+ * import type { AgentStatus } from 'tinytown';
+ * const { agents } = await town.status();
+ * const backlogged: AgentStatus[] = agents.filter((a) => a.queued > 5);
+ * ```
+ */
 export interface AgentStatus extends AgentInfo {
   /** Entries waiting in its inbox. */
   queued: number;
 }
 
-/** A snapshot of the town, read in one round trip. */
+/**
+ * A snapshot of the town, read in one round trip.
+ *
+ * @example
+ * ```ts
+ * import type { TownStatus } from 'tinytown';
+ * const status: TownStatus = await town.status();
+ * console.log(`${status.name}: ${status.tasks.running} running, ${status.backlog} in the backlog, $${status.usage.costUsd ?? 0}`);
+ * for (const a of status.agents) console.log(a.name, a.state, a.queued);
+ * ```
+ */
 export interface TownStatus {
+  /** The town's name. */
   name: string;
+  /** Every agent with its state and queue depth, oldest first. */
   agents: AgentStatus[];
   /** Tasks per state (terminal states count tasks still within retention). */
   tasks: Record<TaskState, number>;
@@ -108,22 +129,42 @@ export interface TownStatus {
   usage: TaskUsage;
 }
 
-/** Options of `town.events()`. */
+/**
+ * Options of `town.events()`.
+ *
+ * @example
+ * ```ts
+ * import type { EventsOptions } from 'tinytown';
+ * const options: EventsOptions = { since: lastSeenId ?? 'start', types: ['task.completed', 'task.failed'], agent: 'backend' };
+ * for await (const e of town.events(options)) lastSeenId = e.id;
+ * ```
+ */
 export interface EventsOptions {
   /**
    * `'now'` (default): events appended once iteration has started; `'start'`: the whole retained
    * stream first; or an event id: everything after it (resume where you left off).
    */
   since?: 'start' | 'now' | string;
+  /** Only these event types (default: all). */
   types?: readonly TownEventType[];
   /** Agent name, id, short id or nickname. */
   agent?: string;
+  /** Only events of this task id. */
   task?: string;
   /** Ends the iteration. */
   signal?: AbortSignal;
 }
 
-/** What `town.recover()` did. */
+/**
+ * What `town.recover()` did.
+ *
+ * @example
+ * ```ts
+ * import type { RecoverResult } from 'tinytown';
+ * const { reclaimed, expired }: RecoverResult = await town.recover();
+ * console.log(`${reclaimed} dead workers' work handed back, ${expired} old tasks removed`);
+ * ```
+ */
 export interface RecoverResult {
   /** Workers found dead whose claimed work was handed back. */
   reclaimed: number;
@@ -203,6 +244,10 @@ export class Town implements AsyncDisposable {
     if (!info?.isDirectory()) throw new ConfigInvalidError(`Town folder ${root} does not exist or is not a directory.`);
     const config = await loadConfig(root, options);
     const name = options.name ?? config.name;
+    const layout = options.keyLayout ?? config.keyLayout ?? 'cluster';
+    // The tinytown layout has no hash tag: a town's keys spread over a Cluster's slots, where
+    // its multi-key scripts cannot run.
+    if (layout === 'tinytown' && isClusterClient(options.redis)) throw clusterRefused();
     const settings: Settings = {
       leaseMs: options.leaseMs ?? config.leaseMs ?? DEFAULTS.leaseMs,
       connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
@@ -214,15 +259,24 @@ export class Town implements AsyncDisposable {
     const configured: [RedisInput | undefined, string][] = [
       [options.redis, 'options.redis'],
       [process.env.REDIS_URL || undefined, 'REDIS_URL'], // `REDIS_URL=` (empty) means unset
-      [config.redis?.url, `${CONFIG_FILE} redis.url`],
+      [configRedis(config).url, configRedis(config).source],
     ];
     const [chosen, source] = configured.find(([value]) => value !== undefined) ?? [undefined, ''];
     if (typeof chosen === 'string') checkRedisUrl(chosen, source);
     const input: RedisInput = chosen ?? (await ensureManagedRedis(root, { durability: options.durability ?? 'default' })).url;
     const connections = await Connections.open(input, settings.connectTimeoutMs);
     defineScripts(connections.command);
-    const layout = options.keyLayout ?? config.keyLayout ?? 'cluster';
-    const repo = new Repository(connections, keyPrefix(name, layout), settings.eventsMaxLen);
+    const repo = new Repository(connections, keyPrefix(name, layout), settings.eventsMaxLen, layout);
+    if (layout === 'tinytown') {
+      try {
+        // A standalone client can reach a Cluster node too: ask the server.
+        if (/^cluster_enabled:1\b/m.test(await connections.command.info('cluster'))) throw clusterRefused();
+        await repo.discover(); // agents and tasks `tt` created while no tinytown process watched
+      } catch (err) {
+        connections.closeAll();
+        throw err;
+      }
+    }
     return new Town(name, root, deepFreeze({ ...config, name }), repo, settings);
   }
 
@@ -291,6 +345,7 @@ export class Town implements AsyncDisposable {
    */
   async agents(): Promise<AgentInfo[]> {
     this.ensureOpen();
+    await this.repo.discover(); // tinytown layout: agents `tt spawn` registered
     return this.repo.listAgents();
   }
 
@@ -306,6 +361,7 @@ export class Town implements AsyncDisposable {
    */
   async status(): Promise<TownStatus> {
     this.ensureOpen();
+    await this.repo.discover(); // tinytown layout: agents and tasks `tt` created
     const snapshot = await this.repo.status();
     const tasks = { pending: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 };
     for (const state of Object.keys(tasks) as TaskState[]) tasks[state] = Math.max(0, snapshot.counts[state] ?? 0);
@@ -374,6 +430,7 @@ export class Town implements AsyncDisposable {
     const limit = filter.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1) throw new InvalidArgumentError(`limit must be a positive integer, got ${String(limit)}.`);
     const agentId = filter.agent === undefined ? undefined : await this.repo.resolveAgent(filter.agent);
+    await this.repo.discover(); // tinytown layout: tasks `tt` created
     return this.repo.listTasks(
       (t) =>
         (states === undefined || states.has(t.state)) &&
@@ -522,6 +579,10 @@ export class Town implements AsyncDisposable {
     // Stored as the wire's correlation_id, which readers expect to be a string.
     if (correlationId !== undefined && (typeof correlationId !== 'string' || correlationId.length === 0)) {
       throw new InvalidArgumentError('correlationId must be a non-empty string.');
+    }
+    // The Rust Tinytown reads correlation_id as a message id: anything else makes it drop the message.
+    if (correlationId !== undefined && this.repo.tinytown && !UUID.test(correlationId)) {
+      throw new InvalidArgumentError(`In the tinytown key layout correlationId must be a UUID (the Rust CLI reads it as a message id), got ${JSON.stringify(correlationId)}.`);
     }
     const from = options.from === undefined ? SUPERVISOR_ID : await this.repo.resolveAgent(options.from);
     return { from, type, text, priority, ...(correlationId !== undefined && { correlationId }) };
@@ -700,7 +761,17 @@ export class Town implements AsyncDisposable {
     return this.closed;
   }
 
-  /** Same as {@link Town.close}, for `await using town = await Town.connect()`. */
+  /**
+   * Same as {@link Town.close}, for `await using town = await Town.connect()`.
+   *
+   * @example
+   * ```ts
+   * {
+   *   await using town = await Town.connect('.');
+   *   await town.spawnAgent('echo', { run: async (task) => task.description });
+   * } // closed here, even when the block throws
+   * ```
+   */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
@@ -965,6 +1036,19 @@ function checkRedisUrl(url: string, source: string): void {
   if (protocol !== 'redis:' && protocol !== 'rediss:' && protocol !== 'unix:') {
     throw new ConfigInvalidError(`${source} has the unsupported scheme "${protocol}" (${redact(url)}): use redis://, rediss:// or unix://.`);
   }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether `redis` is an ioredis Cluster client. */
+function isClusterClient(redis: unknown): boolean {
+  return typeof redis === 'object' && redis !== null && (redis as { isCluster?: unknown }).isCluster === true;
+}
+
+function clusterRefused(): ConfigInvalidError {
+  return new ConfigInvalidError(
+    "keyLayout 'tinytown' cannot run on a Redis Cluster: its keys (tt:<town>:…, as the Rust tt CLI names them) carry no hash tag, so a town's keys spread over slots where its multi-key scripts cannot run. Use a standalone Redis (or a single primary), or the default 'cluster' layout.",
+  );
 }
 
 function checkEventType(type: string): void {

@@ -9,7 +9,18 @@ import type { EventReader } from './events/reader.js';
 import { isConnectionFault } from './store/connection.js';
 import type { TownEvent } from './events/types.js';
 
-/** Options of every wait. */
+/**
+ * Options of every wait (`waitForIdle`, `agent.waitForIdle`, `town.waitForTask`).
+ *
+ * @example
+ * ```ts
+ * import type { WaitOptions } from 'tinytown';
+ * const ac = new AbortController();
+ * process.once('SIGINT', () => ac.abort());
+ * const options: WaitOptions = { timeoutMs: 30 * 60_000, signal: ac.signal };
+ * await waitForIdle([backend, frontend], options);
+ * ```
+ */
 export interface WaitOptions {
   /** Reject with {@link TimeoutError} after this many milliseconds. Default: wait forever. */
   timeoutMs?: number;

@@ -5,7 +5,16 @@
  * @module
  */
 
-/** Event types. */
+/**
+ * Event types: what can happen in a town. Each is a {@link TownEvent}'s `type`.
+ *
+ * @example
+ * ```ts
+ * import type { TownEventType } from 'tinytown';
+ * const ends: TownEventType[] = ['task.completed', 'task.failed', 'task.cancelled'];
+ * for await (const e of town.events({ types: ends })) console.log(e.type, e.taskId);
+ * ```
+ */
 export type TownEventType =
   | 'agent.spawned'
   | 'agent.state'
@@ -57,18 +66,39 @@ export const TOWN_EVENT_TYPES: readonly TownEventType[] = [
  * `agent.state`, `attempt` for `task.started`, `to` (`'agent'` or `'backlog'`) and `reason`
  * (`'reclaim'`: its worker was lost; `'handback'`: a forced stop or a close gave it back) for
  * `task.reclaimed`, `message` (a human line) for all.
+ *
+ * @example
+ * ```ts
+ * import type { TownEvent } from 'tinytown';
+ * const log = (e: TownEvent) => console.log(e.at.toISOString(), e.type, e.agentId ?? '', e.taskId ?? '', e.data.message);
+ * town.on('*', log);
+ * ```
  */
 export interface TownEvent {
   /** Stream entry id; pass it as `since` to resume after this event. */
   id: string;
+  /** What happened. */
   type: TownEventType;
+  /** When it happened. */
   at: Date;
+  /** The agent concerned, if any. */
   agentId?: string;
+  /** The task concerned, if any. */
   taskId?: string;
+  /** The event's details (camelCase keys), e.g. `newState`, `attempt`, `reason`, `message`. */
   data: Record<string, unknown>;
 }
 
-/** Listener map for `town.on()`: one typed listener per event type, plus `'*'` for all. */
+/**
+ * Listener map for `town.on()`: one typed listener per event type, plus `'*'` for all.
+ *
+ * @example
+ * ```ts
+ * import type { TownEventMap } from 'tinytown';
+ * const onFailed: TownEventMap['task.failed'] = (e) => console.warn(e.taskId, e.data.message);
+ * town.on('task.failed', onFailed);
+ * ```
+ */
 export type TownEventMap = {
   [K in TownEventType | '*']: (event: TownEvent) => void;
 };
@@ -76,6 +106,9 @@ export type TownEventMap = {
 const SNAKE_TO_CAMEL = /_([a-z])/g;
 const WIRE_TO_TYPE: Record<string, TownEventType> = {
   agent_state_changed: 'agent.state',
+  // The Rust CLI's `tt interrupt` / `tt resume` rewrite the agent's state and say so only this way.
+  agent_interrupted: 'agent.state',
+  agent_resumed: 'agent.state',
   ...Object.fromEntries(
     TOWN_EVENT_TYPES.filter((t) => t !== 'agent.state').map((t) => [t.replace('.', '_'), t]),
   ),
@@ -99,7 +132,8 @@ export function parseEvent(id: string, fields: readonly string[]): TownEvent | u
   } catch {
     // an unreadable payload still carries its type
   }
-  const type = (typeof raw.type === 'string' && KNOWN_TYPES.get(raw.type)) || (wire === undefined ? undefined : WIRE_TO_TYPE[wire]);
+  const own = typeof raw.type === 'string' && KNOWN_TYPES.get(raw.type);
+  const type = own || (wire === undefined ? undefined : WIRE_TO_TYPE[wire]);
   if (type === undefined) return undefined;
   // Every event is parsed by every town handle: plain loops, no regex per key.
   const data: Record<string, unknown> = {};
@@ -111,6 +145,8 @@ export function parseEvent(id: string, fields: readonly string[]): TownEvent | u
     if (k === 'agent_id') agentId = typeof v === 'string' ? v : undefined;
     else if (k === 'task_id') taskId = typeof v === 'string' ? v : undefined;
     else if (k === 'timestamp') timestamp = v;
+    // The Rust Tinytown writes states as `Paused`, `Idle` (its Debug names): ours are lowercase.
+    else if (!own && (k === 'old_state' || k === 'new_state') && typeof v === 'string') data[camelCase(k)] = v.toLowerCase();
     else if (k !== 'type' && k !== 'event_type') data[camelCase(k)] = v;
   }
   const at = typeof timestamp === 'string' ? new Date(timestamp) : new Date(NaN);

@@ -89,8 +89,11 @@ export interface CliDefinition {
  * ```
  */
 export interface CliRunRequest {
+  /** The command line to run (a preset, or your own). */
   definition: CliDefinition;
+  /** The prompt, delivered as `definition.prompt` says. */
   prompt: string;
+  /** Working directory of the process (default: this process's). */
   cwd?: string;
   /** The complete environment of the child. */
   env: Readonly<Record<string, string>>;
@@ -98,6 +101,7 @@ export interface CliRunRequest {
   logFile: string;
   /** Where file-mode prompt files go; each is deleted after its run. */
   promptDir: string;
+  /** What starts the process ({@link defaultRunner}: a local child process). */
   runner: ProcessRunner;
   /** Abort → SIGTERM to the process group, then SIGKILL after `killGraceMs`. */
   signal?: AbortSignal;
@@ -151,7 +155,9 @@ export interface CliRunResult {
   sessionId?: string;
   /** Tokens and cost, where the CLI reports them (also on failure: the tokens were spent). */
   usage?: CliUsage;
+  /** How the process ended. */
   exit: ProcessExit;
+  /** Wall-clock time of the run. */
   durationMs: number;
 }
 

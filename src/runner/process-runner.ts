@@ -8,7 +8,17 @@
  * @module
  */
 
-/** What to run. Never interpreted by a shell: `command` and `args` reach `execve` as they are. */
+/**
+ * What to run. Never interpreted by a shell: `command` and `args` reach `execve` as they are.
+ *
+ * @example
+ * ```ts
+ * import { defaultRunner, type ProcessSpec } from 'tinytown';
+ * const spec: ProcessSpec = { command: 'claude', args: ['-p', '--output-format', 'json'], env: { PATH: process.env.PATH ?? '' }, stdin: 'Say hi' };
+ * const child = defaultRunner.start(spec);
+ * console.log(await child.exited);
+ * ```
+ */
 export interface ProcessSpec {
   /** Executable name (looked up on PATH) or path. */
   command: string;
@@ -22,13 +32,35 @@ export interface ProcessSpec {
   stdin?: string;
 }
 
-/** One chunk of output, in the order the runner received it. */
+/**
+ * One chunk of output, in the order the runner received it.
+ *
+ * @example
+ * ```ts
+ * import type { OutputChunk } from 'tinytown';
+ * const child = defaultRunner.start({ command: 'ls', args: ['-l'], env: { PATH: process.env.PATH ?? '' } });
+ * const print = (chunk: OutputChunk) => process[chunk.stream].write(chunk.data);
+ * for await (const chunk of child.output) print(chunk);
+ * ```
+ */
 export interface OutputChunk {
+  /** Which stream it came from. */
   stream: 'stdout' | 'stderr';
+  /** The bytes, as received (not split into lines). */
   data: Buffer;
 }
 
-/** How a process ended. */
+/**
+ * How a process ended.
+ *
+ * @example
+ * ```ts
+ * import type { ProcessExit } from 'tinytown';
+ * const exit: ProcessExit = await defaultRunner.start({ command: 'git', args: ['status'], env: { PATH: process.env.PATH ?? '' } }).exited;
+ * if (exit.spawnError?.code === 'ENOENT') console.error('not installed');
+ * else console.log(exit.code ?? exit.signal);
+ * ```
+ */
 export interface ProcessExit {
   /** Exit code, or `null` when the process was ended by a signal or never started. */
   code: number | null;
@@ -38,7 +70,18 @@ export interface ProcessExit {
   spawnError?: NodeJS.ErrnoException;
 }
 
-/** A started process. */
+/**
+ * A started process.
+ *
+ * @example
+ * ```ts
+ * import type { RunningProcess } from 'tinytown';
+ * const child: RunningProcess = defaultRunner.start({ command: 'sleep', args: ['60'], env: { PATH: process.env.PATH ?? '' } });
+ * setTimeout(() => child.kill('SIGTERM'), 1_000);
+ * for await (const _ of child.output); // drain it
+ * console.log(child.pid, await child.exited); // { code: null, signal: 'SIGTERM' }
+ * ```
+ */
 export interface RunningProcess {
   /** OS process id, when the runner has one. */
   readonly pid: number | undefined;

@@ -143,6 +143,11 @@ function parseHash<T extends z.ZodType>(schema: T, key: string, fields: Record<s
 /** Converts a task hash (`HGETALL`) into a {@link TaskRecord}. */
 export function decodeTask(key: string, fields: Record<string, string>): TaskRecord {
   const h = parseHash(taskHash, key, fields);
+  // The Rust Tinytown keeps a failed task's error in `result` (and so does the tinytown layout,
+  // next to `error`): for a failed task that text is its error, not a result.
+  const failure = h.state === 'failed' && h.result !== undefined && (h.error === undefined || h.error === h.result);
+  const error = failure ? h.result : h.error;
+  const result = failure ? undefined : h.result;
   return {
     id: h.id,
     description: h.description,
@@ -152,8 +157,8 @@ export function decodeTask(key: string, fields: Record<string, string>): TaskRec
     updatedAt: h.updated_at,
     ...(h.started_at !== undefined && { startedAt: h.started_at }),
     ...(h.completed_at !== undefined && { completedAt: h.completed_at }),
-    ...(h.result !== undefined && { result: h.result }),
-    ...(h.error !== undefined && { error: h.error }),
+    ...(result !== undefined && { result }),
+    ...(error !== undefined && { error }),
     ...(h.parent_id !== undefined && { parentId: h.parent_id }),
     tags: h.tags ?? [],
     attempts: h.attempts ?? 0,

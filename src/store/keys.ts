@@ -24,7 +24,11 @@ export function keyPrefix(town: string, layout: KeyLayout): string {
  * Rust CLI lists those patterns and expects hashes there.
  */
 export class Keys {
-  constructor(readonly prefix: string) {}
+  constructor(
+    readonly prefix: string,
+    /** The layout the prefix was built for; the `tinytown` one also keeps the Rust CLI's extra keys. */
+    readonly layout: KeyLayout = 'cluster',
+  ) {}
 
   agent(id: string): string {
     return `${this.prefix}agent:${id}`;
@@ -37,6 +41,18 @@ export class Keys {
   }
   urgent(agentId: string): string {
     return `${this.prefix}urgent:${agentId}`;
+  }
+  /** The Rust CLI's stop flag (`"1"`, set by `tt kill` / `tt close`); tinytown layout only. */
+  stop(agentId: string): string {
+    return `${this.prefix}stop:${agentId}`;
+  }
+  /** The Rust CLI's activity log (newest first, 10 lines, 1 h TTL); tinytown layout only. */
+  activity(agentId: string): string {
+    return `${this.prefix}activity:${agentId}`;
+  }
+  /** Per-agent event stream (`MAXLEN ~ 100`) the Rust CLI reads; tinytown layout only. */
+  agentEvents(agentId: string): string {
+    return `${this.prefix}events:agent:${agentId}`;
   }
   /** Informational messages and acks waiting to ride along with the agent's next prompt. */
   notes(agentId: string): string {
@@ -86,6 +102,14 @@ export class Keys {
   /** Counter for fencing tokens. */
   get fence(): string {
     return `${this.prefix}seq:fence`;
+  }
+  /** SCAN pattern of agent hashes (tinytown layout: agents registered by `tt spawn` are found so). */
+  get agentPattern(): string {
+    return `${this.prefix}agent:*`;
+  }
+  /** SCAN pattern of task hashes (tinytown layout: tasks created by `tt` are found so). */
+  get taskPattern(): string {
+    return `${this.prefix}task:*`;
   }
   /** Guard so one sweep runs per interval per town. */
   get sweepLock(): string {

@@ -17,10 +17,10 @@ import {
 } from '../errors.js';
 import { decodeMessage, encodeMessage, type Message, type MessageType } from '../message.js';
 import type { Priority, TaskInput, TaskRecord, TaskState, TaskUsage } from '../task.js';
-import { nowIso } from '../time.js';
+import { nowIso, parseIso } from '../time.js';
 import { decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
 import type { Connections } from './connection.js';
-import { Keys, SUPERVISOR_ID } from './keys.js';
+import { Keys, SUPERVISOR_ID, type KeyLayout } from './keys.js';
 import { runScript, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -59,6 +59,14 @@ export interface IdleProbe {
   error: string;
 }
 
+/** What a heartbeat learned: the lease is renewed, lost, or renewed with a stop requested. */
+export type HeartbeatResult = 'alive' | 'lost' | 'stop';
+
+/** Agents and tasks listed per adopt script run. */
+const ADOPT_BATCH = 500;
+
+const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+
 /** Raw material for `town.status()`. */
 export interface StatusSnapshot {
   counts: Record<string, number>;
@@ -74,8 +82,14 @@ export class Repository {
     readonly connections: Connections,
     prefix: string,
     private readonly eventsMaxLen: number,
+    layout: KeyLayout = 'cluster',
   ) {
-    this.keys = new Keys(prefix);
+    this.keys = new Keys(prefix, layout);
+  }
+
+  /** Whether this town uses the Rust Tinytown's key layout (and so may have foreign writers). */
+  get tinytown(): boolean {
+    return this.keys.layout === 'tinytown';
   }
 
   private get redis() {
@@ -127,9 +141,9 @@ export class Repository {
     return { state: String(detail), eventId: String(eventId ?? '0-0') };
   }
 
-  async heartbeat(workerId: string, agentId: string, leaseMs: number): Promise<boolean> {
-    const [alive] = await this.run('heartbeat', workerId, agentId, leaseMs);
-    return alive === 1;
+  async heartbeat(workerId: string, agentId: string, leaseMs: number): Promise<HeartbeatResult> {
+    const [status] = await this.run('heartbeat', workerId, agentId, leaseMs);
+    return status === 1 ? 'alive' : status === 2 ? 'stop' : 'lost';
   }
 
   async releaseWorker(workerId: string, agentId: string, finalState: '' | 'stopped', reason: string): Promise<void> {
@@ -174,8 +188,20 @@ export class Repository {
     return agents.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.name.localeCompare(b.name));
   }
 
-  /** Finds an agent by name, id, short id (leading characters of the id) or nickname. */
+  /**
+   * Finds an agent by name, id, short id (leading characters of the id) or nickname. In the
+   * tinytown layout a miss looks again after listing agents another writer registered.
+   */
   async resolveAgent(ref: string): Promise<string> {
+    try {
+      return await this.lookupAgent(ref);
+    } catch (err) {
+      if (!this.tinytown || !(err instanceof AgentNotFoundError) || (await this.discover()).agents === 0) throw err;
+      return this.lookupAgent(ref);
+    }
+  }
+
+  private async lookupAgent(ref: string): Promise<string> {
     const byName = await this.redis.hget(this.keys.names, ref);
     if (byName) return byName;
     if (UUID.test(ref)) {
@@ -452,7 +478,63 @@ export class Repository {
   }
 
   async agentIds(): Promise<string[]> {
+    await this.discover();
     return this.redis.smembers(this.keys.agents);
+  }
+
+  // ── foreign writers (tinytown layout) ───────────────────────────────────────────────────
+
+  /**
+   * Tinytown layout: lists in this town's indexes the agents and tasks another writer created
+   * (`tt spawn`, `tt assign`, `tt backlog add` write only their hashes), found with SCAN, never
+   * KEYS. Returns how many were new. A no-op without Redis work in the cluster layout, whose
+   * records only tinytown writes.
+   */
+  async discover(): Promise<{ agents: number; tasks: number }> {
+    if (!this.tinytown) return { agents: 0, tasks: 0 };
+    const agentStart = this.keys.agent('').length;
+    const taskStart = this.keys.task('').length;
+    const [agentKeys, taskKeys] = await Promise.all([this.scanHashes(this.keys.agentPattern), this.scanHashes(this.keys.taskPattern)]);
+    const agentIds = agentKeys.map((k) => k.slice(agentStart));
+    const taskIds = taskKeys.map((k) => k.slice(taskStart));
+    const [listedAgents, listedTasks] = await Promise.all([
+      agentIds.length > 0 ? this.redis.smismember(this.keys.agents, ...agentIds) : [],
+      taskIds.length > 0 ? this.redis.zmscore(this.keys.tasks, ...taskIds) : [],
+    ]);
+    const agents = agentIds.filter((_, i) => listedAgents[i] === 0);
+    const newTasks = taskIds.filter((_, i) => listedTasks[i] === null);
+    if (agents.length === 0 && newTasks.length === 0) return { agents: 0, tasks: 0 };
+    const fields = await Promise.all(newTasks.map((id) => this.redis.hmget(this.keys.task(id), 'created_at', 'state', 'completed_at', 'updated_at')));
+    const time = (value: string | null | undefined): number | undefined => (value ? parseIso(value)?.getTime() : undefined);
+    // Listed oldest first, so tasks() shows them in their creation order among themselves.
+    const tasks = newTasks
+      .map((id, i) => {
+        const [created, state, completed, updated] = fields[i]!;
+        return { id, created: time(created) ?? 0, done: TERMINAL.has(state ?? '') ? (time(completed) ?? time(updated) ?? null) : null };
+      })
+      .sort((a, b) => a.created - b.created);
+    let adopted = { agents: 0, tasks: 0 };
+    for (let i = 0; i < Math.max(agents.length, tasks.length); i += ADOPT_BATCH) {
+      const found = {
+        agents: agents.slice(i, i + ADOPT_BATCH),
+        tasks: tasks.slice(i, i + ADOPT_BATCH).map((t) => [t.id, t.done]),
+      };
+      const [a, t] = await this.run('adopt', JSON.stringify(found));
+      adopted = { agents: adopted.agents + Number(a), tasks: adopted.tasks + Number(t) };
+    }
+    return adopted;
+  }
+
+  /** Keys of hashes matching `pattern`, by SCAN (incremental; never blocks the server). */
+  private async scanHashes(pattern: string): Promise<string[]> {
+    const keys = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, batch] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000, 'TYPE', 'hash');
+      for (const key of batch) keys.add(key);
+      cursor = next;
+    } while (cursor !== '0');
+    return [...keys];
   }
 
   async publishBroadcast(json: string): Promise<void> {

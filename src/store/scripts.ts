@@ -7,6 +7,7 @@
  * @module
  */
 import type { Redis } from 'ioredis';
+import adopt from './lua/adopt.lua';
 import assign from './lua/assign.lua';
 import backlogAutoClaim from './lua/backlog-auto-claim.lua';
 import backlogClaim from './lua/backlog-claim.lua';
@@ -28,6 +29,7 @@ import status from './lua/status.lua';
 import sweep from './lua/sweep.lua';
 
 const SOURCES = {
+  adopt,
   assign,
   backlogAutoClaim,
   backlogClaim,

@@ -26,6 +26,13 @@ import { parseNotes, type Executor, type RunContext, type RunOutcome } from './e
  * block plus a grace period.
  */
 const BLOCK_SECONDS = 5;
+/**
+ * Tinytown layout: the Rust CLI puts `tt send --urgent` in a separate urgent list, which a
+ * BLMOVE on the inbox does not watch. An idle worker looks there before each BLMOVE, and blocks
+ * at most this long, so an urgent message from a foreign writer waits at most about a second;
+ * a busy worker takes it before the next inbox entry (finish looks at the urgent list first).
+ */
+const URGENT_BLOCK_SECONDS = 1;
 const WATCHDOG_GRACE_MS = 3_000;
 /** How long a stopping worker tries to release its claims before leaving them to its lease. */
 const RELEASE_TIMEOUT_MS = 3_000;
@@ -240,10 +247,14 @@ export class Worker {
   }
 
   private get blockSeconds(): number {
-    return Math.min(BLOCK_SECONDS, Math.max(10, Math.floor(this.settings.leaseMs / 3)) / 1000);
+    const seconds = Math.min(BLOCK_SECONDS, Math.max(10, Math.floor(this.settings.leaseMs / 3)) / 1000);
+    return this.deps.repo.tinytown ? Math.min(seconds, URGENT_BLOCK_SECONDS) : seconds;
   }
 
-  /** The next inbox entry: first anything left in our processing list after a fault. */
+  /**
+   * The next inbox entry: first anything left in our processing list after a fault, then (in
+   * the tinytown layout) the urgent list.
+   */
   private async claim(conn: Redis): Promise<string | undefined> {
     const { repo, connections } = this.deps;
     const keys = repo.keys;
@@ -252,6 +263,10 @@ export class Worker {
         const left = await connections.command.lindex(keys.processing(this.id), 0);
         this.resync = false;
         if (left) return left;
+      }
+      if (repo.tinytown) {
+        const urgent = await connections.command.lmove(keys.urgent(this.deps.agent.id), keys.processing(this.id), 'LEFT', 'RIGHT');
+        if (urgent) return urgent;
       }
       const entry = await withWatchdog(
         conn,
@@ -398,7 +413,10 @@ export class Worker {
   private async heartbeat(): Promise<void> {
     const { repo, agent, report } = this.deps;
     try {
-      if (await repo.heartbeat(this.id, agent.id, this.settings.leaseMs)) return;
+      const beat = await repo.heartbeat(this.id, agent.id, this.settings.leaseMs);
+      // A stop the Rust CLI requested (`tt kill`): the running task finishes, nothing new starts.
+      if (beat === 'stop') this.requestStop(false);
+      if (beat !== 'lost') return;
     } catch (err) {
       report(err); // Redis unreachable: keep running; the lease decides
       return;

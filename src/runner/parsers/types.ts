@@ -50,10 +50,15 @@ export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
  * ```
  */
 export interface CliUsage {
+  /** Prompt tokens not read from a cache. */
   inputTokens: number;
+  /** Generated tokens. */
   outputTokens: number;
+  /** Prompt tokens read from the provider's cache. */
   cacheReadTokens: number;
+  /** Prompt tokens written to the provider's cache. */
   cacheWriteTokens: number;
+  /** Reasoning ("thinking") tokens, where the CLI counts them apart (0 otherwise). */
   reasoningTokens: number;
   /** Only when the CLI reports a cost in US dollars. */
   costUsd?: number;
@@ -89,7 +94,9 @@ export interface ParsedOutput {
   recognized: boolean;
   /** The result text the CLI reported, if any. */
   text?: string;
+  /** The CLI's session id, when it reports one (to resume the session later). */
   sessionId?: string;
+  /** Tokens and cost, when the CLI reports them. */
   usage?: CliUsage;
   /** The CLI reported a failure in its output (`is_error`, `turn.failed`, an `error` object…). */
   failed: boolean;

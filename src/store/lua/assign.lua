@@ -1,4 +1,4 @@
--- assign v6: creates a task and, in the same step, delivers it to an agent's inbox or to the
+-- assign v7: creates a task and, in the same step, delivers it to an agent's inbox or to the
 -- backlog. A task record never exists without its queue entry, nor the reverse. Run twice with
 -- the same task id (ioredis re-sends a command whose reply was lost with its connection), the
 -- second run changes nothing.

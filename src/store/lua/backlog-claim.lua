@@ -1,4 +1,4 @@
--- backlog-claim v3: moves a backlog task to an agent's inbox. Two claimers of one task: one wins.
+-- backlog-claim v4: moves a backlog task to an agent's inbox. Two claimers of one task: one wins.
 -- ARGV[5] task id   ARGV[6] agent id   ARGV[7] task_assign message JSON (queued by its priority)
 -- Returns {0} · {E_AGENT_NOT_FOUND} · {E_NOT_IN_BACKLOG}
 local tid, aid, message = ARGV[5], ARGV[6], ARGV[7]

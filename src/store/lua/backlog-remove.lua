@@ -1,4 +1,4 @@
--- backlog-remove v1: takes a task out of the backlog; it ends cancelled (never silently gone).
+-- backlog-remove v2: takes a task out of the backlog; it ends cancelled (never silently gone).
 -- ARGV[5] task id   ARGV[6] reason
 -- Returns {0} · {E_NOT_IN_BACKLOG}
 local tid, why = ARGV[5], ARGV[6]

@@ -1,6 +1,8 @@
--- control v2: pause, resume, drain or stop an agent. Written by the server, so a stop or pause
+-- control v3: pause, resume, drain or stop an agent. Written by the server, so a stop or pause
 -- issued during a run is never overwritten by the run's end.
 -- A drain stops at once only when nothing runs, nothing is queued and nothing is claimed.
+-- Tinytown layout: a stop or drain of an agent no live worker of ours serves also sets the Rust
+-- stop flag, since a Rust agent loop (`tt spawn`) may run it and it heeds only that flag.
 -- ARGV[5] agent id   ARGV[6] 'pause' | 'resume' | 'drain' | 'stop'   ARGV[7] '1' = force (stop)
 -- Returns {0, new state} · {E_AGENT_NOT_FOUND} · {E_INVALID_TRANSITION, state}
 local aid, action, force = ARGV[5], ARGV[6], ARGV[7]
@@ -24,4 +26,5 @@ elseif action == 'stop' then
 end
 
 set_agent_state(aid, target, 'agent ' .. action, force == '1' or nil)
+if TT and (action == 'stop' or action == 'drain') and not has_live_worker(aid) then set_stop_flag(aid) end
 return { 0, target }

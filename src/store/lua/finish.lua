@@ -1,4 +1,4 @@
--- finish v5: records the outcome of a run, fenced. Only the worker holding the task's current
+-- finish v6: records the outcome of a run, fenced. Only the worker holding the task's current
 -- fencing token may settle it; a zombie's late result is rejected and recorded as an event.
 -- A cancel, complete or fail written by someone else during the run wins over the run's end.
 -- Idempotent: the same finish sent again (a reply lost to a reconnect) changes nothing.
@@ -11,7 +11,8 @@
 --          it is never idle while matching backlog work waits
 -- ARGV[17] '1' = hand the worker its next task in the same step: move the next inbox entry into
 --          its processing list and start it (start_entry), saving a BLMOVE and a start per task
---          while the agent has a queue   ARGV[18] max notes returned with it
+--          while the agent has a queue (tinytown layout: the urgent list first, where the Rust
+--          CLI puts `tt send --urgent`)   ARGV[18] max notes returned with it
 -- Returns {0, outcome, next?} · {0, 'repeat'} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state, next?}
 --   next: start_entry's reply for the next task, with the raw entry appended, when one started
 local wid, aid, tid, fence, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -24,7 +25,8 @@ local tkey, akey = key('task', tid), key('agent', aid)
 local function next_task()
   if not fetch then return nil end
   for _ = 1, 20 do
-    local entry = redis.call('LMOVE', key('inbox', aid), key('processing', wid), 'LEFT', 'RIGHT')
+    local entry = TT and redis.call('LMOVE', key('urgent', aid), key('processing', wid), 'LEFT', 'RIGHT') or nil
+    if not entry then entry = redis.call('LMOVE', key('inbox', aid), key('processing', wid), 'LEFT', 'RIGHT') end
     if not entry then return nil end
     local started = start_entry(wid, aid, entry, max_notes)
     if started[1] == 1 then
@@ -65,6 +67,7 @@ end
 redis.call('HDEL', tkey, 'worker_id')
 
 if state ~= 'running' then
+  foreign_settlement(tid, state, aid) -- `tt task complete` during the run
   agent_after_task(aid, tid)
   auto_claim(aid, claim_id)
   return { E_SUPERSEDED, state, next_task() }
@@ -73,9 +76,9 @@ end
 local function reply(summary)
   local to = t[3]
   if not to then return end
-  local json = '{"id":' .. cjson.encode(reply_id) .. ',"from":' .. cjson.encode(aid) .. ',"to":' .. cjson.encode(to) ..
-    ',"type":"informational","summary":' .. cjson.encode(summary) .. ',"priority":"normal","created_at":' ..
-    cjson.encode(NOW) .. ',"correlation_id":' .. cjson.encode(tid) .. '}'
+  local json = '{"id":' .. json_string(reply_id) .. ',"from":' .. json_string(aid) .. ',"to":' .. json_string(to) ..
+    ',"type":"informational","summary":' .. json_string(summary) .. ',"priority":"normal","created_at":' ..
+    json_string(NOW) .. ',"correlation_id":' .. json_string(tid) .. '}'
   enqueue(key('inbox', to), json)
   emit({ type = 'message.sent', agent_id = to, task_id = tid, message = 'answer sent', message_id = reply_id, from = aid, to = to, kind = 'info' })
 end
@@ -90,6 +93,7 @@ if outcome == 'completed' then
   reply(text)
 else
   redis.call('HSET', tkey, 'error', text)
+  failed_result(tkey, text)
   set_task_state(tkey, tid, 'running', 'failed')
   redis.call('HINCRBY', akey, 'tasks_failed', 1)
   emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = text })

@@ -4,7 +4,7 @@
 --   KEYS[1]  the town's event stream; it routes the call to the town's hash slot. Every other
 --            key is derived from the prefix and carries the same hash tag, so it lives in the
 --            same slot (legal on Redis Cluster).
---   ARGV[1]  key prefix, e.g. "tt:{demo}:"
+--   ARGV[1]  key prefix, e.g. "tt:{demo}:" (cluster layout) or "tt:demo:" (tinytown layout)
 --   ARGV[2]  now, RFC 3339 UTC (the caller's clock; leases use server-side PX, not this)
 --   ARGV[3]  now, epoch milliseconds
 --   ARGV[4]  approximate cap of the event stream (XADD MAXLEN ~)
@@ -19,6 +19,16 @@ local EVENTS_MAXLEN = ARGV[4]
 local EVENTS = KEYS[1]
 
 local SUPERVISOR = '00000000-0000-0000-0000-000000000001'
+
+-- The key layout, read from the prefix: the cluster layout's carries a hash tag ("tt:{demo}:"),
+-- the tinytown one does not ("tt:demo:"; town names never contain braces). TT gates what only
+-- the Rust CLI needs (per-agent event streams, activity log, stop flag, urgent list, a failed
+-- task's error in `result`): the cluster layout does no extra Redis work for it.
+local TT = not string.find(P, '{', 1, true)
+local AGENT_EVENTS_MAXLEN = '100' -- the Rust CLI's cap of `events:agent:<id>`
+local ACTIVITY_MAX = 10           -- the Rust CLI's activity log: newest first, 10 lines, 1 h TTL
+local ACTIVITY_TTL = 3600
+local STOP_TTL = 3600             -- the Rust CLI's stop flag expires after an hour
 
 -- Error statuses (keep in sync with scripts.ts).
 local E_AGENT_NOT_FOUND = -2
@@ -46,13 +56,83 @@ local function wire_type(t)
   return (string.gsub(t, '%.', '_'))
 end
 
+-- A JSON string as serde_json writes it: cjson escapes `/` as `\/` (valid JSON, other bytes).
+-- Safe: in cjson's output a backslash before `/` is always that escape (a literal backslash is
+-- written `\\`, and `/` always escaped), so no other sequence is touched.
+local function json_string(s)
+  return (string.gsub(cjson.encode(s), '\\/', '/'))
+end
+
+local function short(id)
+  return string.sub(id or '?', 1, 8)
+end
+
+-- At most n bytes of s, never cutting a UTF-8 character in two (the Rust side reads the
+-- activity log as strings; a broken character would hide the whole log from `tt status --deep`).
+local function clip(s, n)
+  if #s <= n then return s end
+  local cut = n
+  while cut > 0 and string.byte(s, cut + 1) >= 0x80 and string.byte(s, cut + 1) < 0xC0 do cut = cut - 1 end
+  return string.sub(s, 1, cut) .. '…'
+end
+
+-- A line for the Rust CLI's activity log (`tt status --deep` shows the newest five), or nil.
+local function activity_line(ev)
+  local t = ev.type
+  if t == 'task.started' then return '▶️ task ' .. short(ev.task_id) .. ' started' end
+  if t == 'task.completed' then return '✅ task ' .. short(ev.task_id) .. ' completed' end
+  if t == 'task.failed' then return '❌ task ' .. short(ev.task_id) .. ' failed: ' .. clip(ev.message, 80) end
+  if t == 'task.retried' then return '🔁 task ' .. short(ev.task_id) .. ' retried' end
+  if t == 'task.reclaimed' then return '↩️ task ' .. short(ev.task_id) .. ' handed back: ' .. clip(ev.message, 80) end
+  if t == 'task.cancelled' then return '🚫 task ' .. short(ev.task_id) .. ' cancelled' end
+  if t == 'agent.stopped' then return '🛑 stopped: ' .. clip(ev.message, 80) end
+  if t == 'agent.state' and (ev.new_state == 'paused' or ev.new_state == 'draining' or ev.new_state == 'error') then
+    return '🔄 ' .. ev.new_state .. ': ' .. clip(ev.message, 80)
+  end
+  return nil
+end
+
 -- Appends one event. `ev` holds `type` plus optional agent_id, task_id, old_state, new_state,
--- message and extra fields; the stream entry is `event_type <wire> data <json>`.
+-- message and extra fields; the stream entry is `event_type <wire> data <json>`. In the tinytown
+-- layout an event naming an agent also goes to that agent's stream and, for the events worth a
+-- line, to its activity log, as the Rust Tinytown keeps them.
 local function emit(ev)
   ev.event_type = wire_type(ev.type)
   ev.timestamp = NOW
   if ev.message == nil then ev.message = ev.type end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event_type', ev.event_type, 'data', cjson.encode(ev))
+  local data = cjson.encode(ev)
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event_type', ev.event_type, 'data', data)
+  if TT and ev.agent_id then
+    redis.call('XADD', key('events:agent', ev.agent_id), 'MAXLEN', '~', AGENT_EVENTS_MAXLEN, '*',
+      'event_type', ev.event_type, 'data', data)
+    local line = activity_line(ev)
+    if line then
+      local log = key('activity', ev.agent_id)
+      redis.call('LPUSH', log, line)
+      redis.call('LTRIM', log, 0, ACTIVITY_MAX - 1)
+      redis.call('EXPIRE', log, ACTIVITY_TTL)
+    end
+  end
+end
+
+-- The Rust Tinytown keeps a failed task's error in `result` (`Task::fail`): the tinytown layout
+-- writes it there too, so `tt task show` tells why. Our `error` field holds it as well.
+local function failed_result(tkey, text)
+  if TT then redis.call('HSET', tkey, 'result', text) end
+end
+
+-- Tinytown layout: a task a foreign writer settled (`tt task complete` rewrites the hash and
+-- nothing else) is neither in the retention index nor announced, so waits would not wake. Both
+-- are done here, once: the retention index marks a settlement as known.
+local function foreign_settlement(tid, state, aid)
+  if not TT or not is_terminal(state) or redis.call('ZSCORE', key('idx:done'), tid) then return end
+  redis.call('ZADD', key('idx:done'), NOW_MS, tid)
+  emit({ type = 'task.' .. state, task_id = tid, agent_id = aid or nil, message = 'task ' .. state .. ' by another writer', external = true })
+end
+
+-- The Rust CLI's stop flag, as `tt kill` sets it.
+local function set_stop_flag(aid)
+  redis.call('SET', key('stop', aid), '1', 'EX', STOP_TTL)
 end
 
 -- Moves a task between states, keeping the per-state counters and the retention index right.
@@ -244,7 +324,9 @@ local function requeue_entry(raw, aid, mode, to_agent, why)
   if state ~= 'running' and state ~= 'assigned' then return end -- settled meanwhile: drop the entry
   redis.call('HDEL', tkey, 'worker_id')
   if mode == 'reclaim' and state == 'running' and attempts >= max_attempts then
-    redis.call('HSET', tkey, 'error', 'worker lost ' .. attempts .. ' times (' .. why .. ')')
+    local text = 'worker lost ' .. attempts .. ' times (' .. why .. ')'
+    redis.call('HSET', tkey, 'error', text)
+    failed_result(tkey, text)
     set_task_state(tkey, tid, state, 'failed')
     if aid then redis.call('HINCRBY', key('agent', aid), 'tasks_failed', 1) end
     emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = 'worker lost ' .. attempts .. ' times', attempts = attempts })
@@ -307,9 +389,9 @@ local function auto_claim(aid, mid)
     local t = redis.call('HMGET', tkey, 'state', 'tags', 'priority')
     if t[1] == 'pending' and matches(t[2]) then
       redis.call('LREM', key('backlog'), 1, tid)
-      local message = '{"id":' .. cjson.encode(mid) .. ',"from":"' .. SUPERVISOR .. '","to":' .. cjson.encode(aid) ..
-        ',"type":"task_assign","task_id":' .. cjson.encode(tid) .. ',"priority":' .. cjson.encode(t[3] or 'normal') ..
-        ',"created_at":' .. cjson.encode(NOW) .. ',"correlation_id":null}'
+      local message = '{"id":' .. json_string(mid) .. ',"from":"' .. SUPERVISOR .. '","to":' .. json_string(aid) ..
+        ',"type":"task_assign","task_id":' .. json_string(tid) .. ',"priority":' .. json_string(t[3] or 'normal') ..
+        ',"created_at":' .. json_string(NOW) .. ',"correlation_id":null}'
       redis.call('HSET', tkey, 'assigned_to', aid)
       set_task_state(tkey, tid, 'pending', 'assigned')
       enqueue(key('inbox', aid), message)

@@ -1,4 +1,4 @@
--- release-worker v2: a worker leaves (close, stop, force stop). Unfinished claimed work goes
+-- release-worker v3: a worker leaves (close, stop, force stop). Unfinished claimed work goes
 -- back to the head of the agent's inbox, untouched (a hand-back is not a lost attempt), also
 -- when the worker was already reclaimed (and forgotten) while it was frozen.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] state to leave the agent in ('' = unchanged)

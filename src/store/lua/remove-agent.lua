@@ -1,4 +1,4 @@
--- remove-agent v3: deletes an agent. Its queued and claimed work goes to the backlog (never
+-- remove-agent v4: deletes an agent. Its queued and claimed work goes to the backlog (never
 -- silently dropped); notes and other messages go with it. Refused while a worker serves it.
 -- ARGV[5] agent id
 -- Returns {0, tasks moved to the backlog} · {E_AGENT_NOT_FOUND} · {E_WORKER_ACTIVE, worker id}
@@ -44,4 +44,6 @@ redis.call('DEL', akey, key('inbox', aid), key('urgent', aid), key('notes', aid)
 redis.call('SREM', key('idx:agents'), aid)
 if redis.call('HGET', key('idx:names'), a[2]) == aid then redis.call('HDEL', key('idx:names'), a[2]) end
 emit({ type = 'agent.removed', agent_id = aid, message = 'agent ' .. a[2] .. ' removed', moved = moved })
+-- and the Rust CLI's per-agent keys (after the event, which would recreate the agent's stream)
+if TT then redis.call('DEL', key('stop', aid), key('activity', aid), key('events:agent', aid)) end
 return { 0, moved }

@@ -1,4 +1,4 @@
--- retry v2: a run failed in a way worth retrying (rate limit, timeout, stall, network); the
+-- retry v3: a run failed in a way worth retrying (rate limit, timeout, stall, network); the
 -- worker runs the task again after a backoff, keeping its claim. Fenced like finish: a task
 -- cancelled or settled meanwhile, or claimed by someone else, is not retried.
 -- ARGV[5] worker id   ARGV[6] agent id   ARGV[7] task id   ARGV[8] fencing token

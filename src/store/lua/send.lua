@@ -1,4 +1,4 @@
--- send v2: delivers one message to an agent's (or the supervisor's) inbox and records it.
+-- send v3: delivers one message to an agent's (or the supervisor's) inbox and records it.
 -- ARGV[5] recipient id   ARGV[6] message JSON (queued by its priority)
 -- ARGV[7] message id     ARGV[8] type         ARGV[9] sender id
 -- Returns {0} · {E_AGENT_NOT_FOUND}

@@ -1,4 +1,4 @@
--- settle v4: external control of a task: cancel, complete or fail it, whatever its state.
+-- settle v5: external control of a task: cancel, complete or fail it, whatever its state.
 -- Queued entries are removed; a running task is settled here and its worker's later result is
 -- superseded (the worker hears task.cancelled and stops the process).
 -- ARGV[5] task id   ARGV[6] 'cancelled' | 'completed' | 'failed'   ARGV[7] result, error or reason
@@ -26,6 +26,7 @@ if outcome == 'completed' then
   redis.call('HSET', tkey, 'result', text)
 else
   redis.call('HSET', tkey, 'error', text)
+  if outcome == 'failed' then failed_result(tkey, text) end
 end
 set_task_state(tkey, tid, state, outcome)
 emit({ type = 'task.' .. outcome, task_id = tid, agent_id = aid or nil, message = text, external = true, previous = state })

@@ -1,4 +1,4 @@
--- spawn v2: registers an agent, or revives a stopped/errored/abandoned one of the same name.
+-- spawn v3: registers an agent, or revives a stopped/errored/abandoned one of the same name.
 -- ARGV[5] new agent id        ARGV[6] name          ARGV[7] cli
 -- ARGV[8] role ('' = none)    ARGV[9] nickname ('' = none)
 -- ARGV[10] tags (JSON array)  ARGV[11] claim_backlog ('0'|'1')

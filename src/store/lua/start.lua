@@ -1,4 +1,4 @@
--- start v7: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
+-- start v8: a worker moved one inbox entry into its processing list (BLMOVE); act on it.
 -- Work (task_assign, task, query) starts: task → running, attempts + 1, a fencing token,
 -- agent → working. Informational messages and acks move to the agent's notes; when such an
 -- entry (or a discarded one) was the last, the agent settles: working → idle, draining → stopped.

@@ -1,7 +1,11 @@
--- sweep v1: hands back the work of workers whose lease expired (killed, frozen, cut off) and
+-- sweep v3: hands back the work of workers whose lease expired (killed, frozen, cut off) and
 -- expires terminal tasks past retention. Callers guard it so one sweep runs per interval.
 -- A reclaimed task goes to its agent when the agent has another live worker, else to the
 -- backlog, counting the lost attempt; past max_attempts it fails with the reason.
+-- Tinytown layout: also finds tasks a foreign writer settled while no worker of ours ran them
+-- (`tt task complete` on a queued task), indexes them for retention and announces them, so
+-- waits wake within a sweep interval: the open tasks (listed, not in the retention index) are
+-- looked at, one HGET each.
 -- ARGV[5] retention ms   ARGV[6] max tasks expired per sweep
 -- Returns {workers reclaimed, tasks expired}
 local retention, batch = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -21,6 +25,13 @@ for i = 1, #workers, 2 do
       end
     end
     lost = lost + 1
+  end
+end
+
+if TT then
+  for _, tid in ipairs(redis.call('ZDIFF', 2, key('idx:tasks'), key('idx:done'))) do
+    local t = redis.call('HMGET', key('task', tid), 'state', 'assigned_to')
+    if t[1] then foreign_settlement(tid, t[1], t[2]) end
   end
 end
 
