@@ -29,7 +29,19 @@ export const CONFIG_FILE = 'tinytown.json';
 /** The Rust Tinytown's config file: read (never written) in a folder without `tinytown.json`. */
 export const RUST_CONFIG_FILE = 'tinytown.toml';
 
-/** Options of `Town.connect`. Every one is optional. */
+/**
+ * Options of `Town.connect`. Every one is optional.
+ *
+ * @example
+ * ```ts
+ * const town = await Town.connect('.', {
+ *   redis: process.env.TOWN_REDIS,      // else REDIS_URL, tinytown.json, or a managed redis-server
+ *   leaseMs: 30_000,                    // workers of long CLI runs on flaky networks
+ *   retentionMs: 24 * 3600_000,         // keep finished tasks a day
+ *   closeGraceMs: 60_000,               // let running tasks finish on close()
+ * });
+ * ```
+ */
 export interface TownOptions {
   /** Town name; overrides `tinytown.json`. */
   name?: string;
@@ -84,13 +96,29 @@ export const configFileSchema = z.strictObject({
   clis: z.record(name, cliDefinitionSchema).optional(),
 });
 
-/** The contents of `tinytown.json`. */
+/**
+ * The contents of `tinytown.json` (validated; unknown keys are refused), as `town.config`.
+ *
+ * @example
+ * ```json
+ * { "name": "myapp-main", "leaseMs": 20000, "clis": { "mine": { "command": "my-agent", "prompt": "stdin" } } }
+ * ```
+ */
 export interface TownConfig {
+  /** The town's name: part of every Redis key. */
   name: string;
+  /** `'cluster'` (default) or `'tinytown'` (readable by the Rust `tt` CLI). */
   keyLayout?: KeyLayout;
-  redis?: { url?: string };
+  /** A Redis URL without a password (passwords come from the environment). */
+  redis?: {
+    /** `redis://`, `rediss://` or `unix://`. */
+    url?: string;
+  };
+  /** Worker lease in ms (default 15 000). */
   leaseMs?: number;
+  /** How long finished tasks are kept, in ms (default 7 days). */
   retentionMs?: number;
+  /** Largest task description or message, in bytes (default 1 MiB). */
   maxDescriptionBytes?: number;
   /** Custom CLI definitions, usable by name like presets. */
   clis?: Record<string, CliDefinition>;

@@ -15,7 +15,15 @@ import {
   TinytownError,
 } from '../errors.js';
 
-/** What `TownOptions.redis` accepts: a URL, ioredis options, or a client you own. */
+/**
+ * What `TownOptions.redis` accepts: a URL, ioredis options, or a client you own.
+ *
+ * @example
+ * ```ts
+ * await Town.connect('.', { redis: 'unix:///run/redis/redis.sock' });
+ * await Town.connect('.', { redis: { host: 'redis.internal', port: 6380, username: 'worker', password: process.env.REDIS_PASSWORD } });
+ * ```
+ */
 export type RedisInput = string | RedisOptions | Redis;
 
 /** The oldest server we support: BLMOVE and `XADD … LIMIT`-era stream commands need 6.2. */

@@ -8,6 +8,11 @@
  * `'cluster'` (default): `tt:{<town>}:` — the braces are a Redis Cluster hash tag, so all of a
  * town's keys live in one slot and multi-key scripts are legal on a Cluster.
  * `'tinytown'`: `tt:<town>:` — byte-compatible with the Rust Tinytown's `tt` CLI.
+ *
+ * @example
+ * ```ts
+ * const town = await Town.connect('.', { keyLayout: 'tinytown' }); // `tt status` sees this town
+ * ```
  */
 export type KeyLayout = 'cluster' | 'tinytown';
 

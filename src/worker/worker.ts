@@ -124,7 +124,10 @@ export class Worker {
     return this.deps.agent;
   }
 
-  /** Registers with Redis (taking over from a dead predecessor) and starts the loop. */
+  /**
+   * Registers with Redis (taking over from a dead predecessor) and starts the loop.
+   * @internal `town.spawnAgent` and `town.runWorker` call it.
+   */
   async start(): Promise<void> {
     const { repo, reader, connections, agent } = this.deps;
     await reader.ensureStarted();
@@ -155,6 +158,12 @@ export class Worker {
   /**
    * Stops the worker. A running task gets `graceMs` to finish; after that (or at once with
    * `force`) its process is stopped and the task goes back to the head of the agent's queue.
+   *
+   * @example
+   * ```ts
+   * const worker = await town.runWorker('backend');
+   * process.once('SIGTERM', () => void worker.stop({ graceMs: 30_000 }));
+   * ```
    */
   async stop(options: { graceMs?: number; force?: boolean } = {}): Promise<void> {
     this.requestStop(options.force === true);
