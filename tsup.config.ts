@@ -35,12 +35,17 @@ async function writeThirdPartyLicenses(outDir: string): Promise<void> {
 
 // A function, so a build into another folder (the tests' `build({ outDir })`) gets its notice there.
 export default defineConfig((options) => ({
-  entry: { index: 'src/index.ts' },
+  // `tinytown/mcp` (needs the optional peer @modelcontextprotocol/sdk), and the MCP server
+  // script workers hand to agents' CLIs (dist/mcp-server.js, run by path).
+  entry: { index: 'src/index.ts', mcp: 'src/mcp/index.ts', 'mcp-server': 'src/mcp/main.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,
   clean: true,
   target: 'node20',
+  // Each entry stands alone (no shared chunks), and finds its folder in both formats.
+  splitting: false,
+  shims: true,
   // Lua scripts are documented source files; they ship inlined as strings.
   loader: { '.lua': 'text' },
   noExternal: BUNDLED,

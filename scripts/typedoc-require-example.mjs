@@ -34,7 +34,9 @@ export function load(app) {
       if (except.has(name)) used.add(name);
       else missing.push(`${name} (${ReflectionKind[reflection.kind]})`);
     };
-    for (const reflection of project.children ?? []) {
+    // With several entry points (tinytown, tinytown/mcp) the exports sit one level down, in modules.
+    const exported = (project.children ?? []).flatMap((child) => (child.kindOf(ReflectionKind.Module) ? (child.children ?? []) : [child]));
+    for (const reflection of exported) {
       if (!reflection.kindOf(EXPORT_KINDS)) continue;
       check(reflection);
       if (!reflection.kindOf(ReflectionKind.Class)) continue;

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import type { AgentInfo, AgentOptions } from './agent.js';
 import { cliDefinitionSchema } from './config.js';
 import { InvalidArgumentError } from './errors.js';
+import { TOOL_NAMES } from './mcp/tools.js';
 import { formatIssues } from './task.js';
 
 const ms = z.number().int().positive();
@@ -33,6 +34,10 @@ export const agentOptionsSchema = z.strictObject({
   maxAttempts: z.number().int().min(1).max(100).optional(),
   start: z.boolean().optional(),
   claimBacklog: z.boolean().optional(),
+  maxCostUsd: z.number().positive().finite().optional(),
+  maxTokens: z.number().int().positive().optional(),
+  worktree: z.union([z.boolean(), z.strictObject({ branch: z.string().min(1).max(200).optional() })]).optional(),
+  tools: z.union([z.boolean(), z.array(z.enum(TOOL_NAMES))]).optional(),
 });
 
 /** Checks agent options (or the subset `runWorker` takes), naming every problem at once. */
@@ -44,6 +49,10 @@ export function checkAgentOptions(options: unknown): asserts options is AgentOpt
   if (!parsed.success) throw new InvalidArgumentError(`Invalid agent options: ${formatIssues(parsed.error)}`, { cause: parsed.error });
   const { run, cli } = options as AgentOptions;
   if (run !== undefined && cli !== undefined) throw new InvalidArgumentError('Give either cli or run, not both.');
+  const { tools } = options as AgentOptions;
+  if (run !== undefined && (tools === true || (Array.isArray(tools) && tools.length > 0))) {
+    throw new InvalidArgumentError('tools give a CLI agent town tools over MCP; an in-process run handler has ctx.town instead. Drop tools, or use a cli.');
+  }
 }
 
 /** What the agent record stores as its CLI: the preset or custom name, the command, or a marker. */

@@ -6,6 +6,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Message, SendOptions } from './message.js';
+import type { ToolName } from './mcp/tools.js';
 import type { CliDefinition } from './runner/cli.js';
 import type { ProcessRunner } from './runner/process-runner.js';
 import type { Task, TaskInput, TaskRecord, TaskUsage } from './task.js';
@@ -82,6 +83,12 @@ export interface AgentInfo {
   sessionId?: string;
   /** Tokens and cost of all its runs, when its CLI reports them. */
   usage?: TaskUsage;
+  /** Its cost budget in US dollars (see {@link AgentOptions.maxCostUsd}). */
+  maxCostUsd?: number;
+  /** Its token budget (see {@link AgentOptions.maxTokens}). */
+  maxTokens?: number;
+  /** The git worktree it works in, when spawned with `worktree` (absolute path). */
+  worktree?: string;
 }
 
 /**
@@ -177,6 +184,17 @@ export interface AgentWorkOptions {
    * waits twice as long, up to a minute. Retries stop at the task's `maxAttempts`.
    */
   retryDelayMs?: number;
+  /**
+   * Town tools for the agent's CLI, over MCP (`tinytown/mcp`): `true` for all of them, or the
+   * names of those it may use ({@link TOOL_NAMES}): `town_status`, `send_message`, `read_inbox`,
+   * `backlog_list`, `backlog_claim`, `assign_task`, `report_progress`, `complete_task`,
+   * `fail_task`. Tools not given are not even listed to the agent, and refused if called. For
+   * each run the worker opens a private socket and has the CLI start tinytown's MCP server
+   * against it (the presets that can: claude, codex, codex-mini, copilot, opencode, auggie,
+   * goose; custom CLIs through `mcpArgs` / `mcpEnv`): the agent acts through its worker, scoped
+   * to itself and its current task, and never sees Redis credentials. Default: none.
+   */
+  tools?: boolean | readonly ToolName[];
 }
 
 /**
@@ -205,6 +223,29 @@ export interface AgentOptions extends AgentWorkOptions {
   claimBacklog?: boolean;
   /** Default `maxAttempts` of tasks assigned to this agent that set none (else 3). */
   maxAttempts?: number;
+  /**
+   * Cost budget of the agent in US dollars, over all its runs (`info().usage.costUsd`). Once
+   * spent, no new task starts on it: the next one goes back to the head of its queue, the agent
+   * is paused and `budget.exceeded` says why. Raise it (spawn the stopped agent again with a
+   * higher one) and `resume()`. A running task is not stopped; it finishes.
+   */
+  maxCostUsd?: number;
+  /** Token budget of the agent (input + output tokens over all its runs); spent, as `maxCostUsd`. */
+  maxTokens?: number;
+  /**
+   * Run the agent in a git worktree of its own: `<root>/.tt/worktrees/<name>` on the branch
+   * `tt/<name>` (or `branch`), created from the current `HEAD` of the repository that holds
+   * the town's folder, or reused when it exists. Its CLI runs there (in the worktree's copy of
+   * the town folder, or of `cwd` under it). `agent.remove()` deletes a clean worktree (the
+   * branch stays) and refuses one with uncommitted work (`WorktreeDirtyError`). Outside a git
+   * repository: `NotAGitRepositoryError`; a name that makes no valid branch: `InvalidNameError`.
+   */
+  worktree?:
+    | boolean
+    | {
+        /** The worktree's branch, instead of `tt/<name>`. */
+        branch?: string;
+      };
 }
 
 /**

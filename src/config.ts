@@ -9,10 +9,10 @@ import { basename, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { z } from 'zod';
-import { ConfigInvalidError, ConfigNotFoundError, InvalidNameError, ReservedNameError } from './errors.js';
+import { ConfigInvalidError, ConfigNotFoundError, InvalidNameError, redact, ReservedNameError } from './errors.js';
 import type { CliDefinition } from './runner/cli.js';
 import { OUTPUT_FORMATS } from './runner/parsers/index.js';
-import type { RedisInput } from './store/connection.js';
+import type { RedisInput, RedisTlsSettings } from './store/connection.js';
 import type { KeyLayout } from './store/keys.js';
 import { formatIssues } from './task.js';
 import { parseToml, TomlSyntaxError, type TomlTable, type TomlValue } from './toml.js';
@@ -48,11 +48,27 @@ export interface TownOptions {
   /** `false`: a missing `tinytown.json` is an error instead of being created. Default `true`. */
   create?: boolean;
   /**
-   * Redis to use: a `redis://`, `rediss://` or `unix://` URL, ioredis options, or an ioredis
-   * client (which stays yours to close). Default: `REDIS_URL`, then `tinytown.json` `redis.url`,
-   * then a managed local redis-server in `<dir>/.tt/`.
+   * Redis to use: a `redis://`, `rediss://` or `unix://` URL, ioredis options (Sentinel ones
+   * too: `{ sentinels: [{ host, port }], name: 'mymaster' }`), cluster settings
+   * (`{ cluster: [{ host, port }] }`), or an ioredis client, `Redis` or `Cluster` (which stays
+   * yours to close). Default: `REDIS_URL`, then `tinytown.json` `redis.url`, then a managed
+   * local redis-server in `<dir>/.tt/`.
    */
   redis?: RedisInput;
+  /** ACL user name for a Redis whose URL or options name none; overrides `tinytown.json` `redis.username`. */
+  username?: string;
+  /**
+   * Name of the environment variable that holds the Redis password (e.g. `'TOWN_REDIS_PASSWORD'`),
+   * used when the URL or options carry none; overrides `tinytown.json` `redis.passwordEnv`. The
+   * variable is withheld from agent CLIs.
+   */
+  passwordEnv?: string;
+  /**
+   * TLS for a remote Redis: `ca` (a file path or PEM text) to trust a private CA, `cert` and `key`
+   * for a client certificate. Giving it turns TLS on, as a `rediss://` URL does. Overrides
+   * `tinytown.json` `redis.tls`. Not applied to a client you pass in.
+   */
+  tls?: RedisTlsSettings;
   /** Key layout; `'tinytown'` is readable by the Rust `tt` CLI. Default `'cluster'`. */
   keyLayout?: KeyLayout;
   /** Worker lease: how long a silent worker keeps its claimed work. Default 15 000 ms. */
@@ -65,10 +81,31 @@ export interface TownOptions {
   maxDescriptionBytes?: number;
   /** Approximate cap of the event stream. Default 10 000 entries. */
   eventsMaxLen?: number;
-  /** Managed Redis only: `'strict'` fsyncs the AOF on every write. Default `'default'` (every second). */
-  durability?: 'default' | 'strict';
+  /**
+   * `'strict'` (managed Redis only) fsyncs the AOF on every write. Default `'default'` (every
+   * second). `'replicated'` (a Redis with replicas: Sentinel, or your own) waits after each
+   * write until `replicas` replicas hold it (`WAIT`, in the same round trip): a failover then
+   * loses nothing a call acknowledged. A write not confirmed within `replicaTimeoutMs` rejects
+   * with `ReplicationTimeoutError` (a worker's own writes are reported on `town.on('error')`
+   * instead, and it carries on).
+   */
+  durability?: 'default' | 'strict' | 'replicated';
+  /** `durability: 'replicated'`: replicas that must confirm each write. Default 1. */
+  replicas?: number;
+  /** `durability: 'replicated'`: how long a write waits for its replicas. Default 1 000 ms. */
+  replicaTimeoutMs?: number;
   /** How long `close()` lets running tasks finish before handing them back. Default 10 000 ms. */
   closeGraceMs?: number;
+  /**
+   * Cost budget of the whole town in US dollars, over every run (`status().usage.costUsd`);
+   * overrides `tinytown.json` `maxCostUsd`. Once spent, no new task starts: each agent that
+   * reaches for one is paused with its task put back, and `budget.exceeded` says why. It is
+   * enforced by the workers of the processes that set it, so set it in `tinytown.json`, which
+   * every process of the town reads.
+   */
+  maxCostUsd?: number;
+  /** Token budget of the whole town (input + output tokens over every run); spent, as `maxCostUsd`. */
+  maxTokens?: number;
 }
 
 const name = z.string().regex(NAME_PATTERN, 'must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$');
@@ -82,6 +119,21 @@ export const cliDefinitionSchema = z.strictObject({
   env: z.record(z.string(), z.string()).optional(),
   sessionArgs: z.array(z.string()).optional(),
   resumeArgs: z.array(z.string()).optional(),
+  budgetArgs: z.array(z.string()).optional(),
+  mcpArgs: z.array(z.string()).optional(),
+  mcpEnv: z.record(z.string(), z.string()).optional(),
+});
+
+/** An environment variable's name (`passwordEnv`). */
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+/** TLS settings (`tls`, `redis.tls`): each of ca, cert, key a file path or PEM text. */
+const tlsSchema = z.strictObject({
+  ca: z.string().min(1).optional(),
+  cert: z.string().min(1).optional(),
+  key: z.string().min(1).optional(),
+  servername: z.string().min(1).optional(),
+  rejectUnauthorized: z.boolean().optional(),
 });
 
 /** Schema of `tinytown.json`. Unknown keys are refused so typos surface. */
@@ -89,11 +141,20 @@ export const configFileSchema = z.strictObject({
   $schema: z.string().optional(),
   name,
   keyLayout: z.enum(['cluster', 'tinytown']).optional(),
-  redis: z.strictObject({ url: z.string().min(1).optional() }).optional(),
+  redis: z
+    .strictObject({
+      url: z.string().min(1).optional(),
+      username: z.string().min(1).optional(),
+      passwordEnv: envName.optional(),
+      tls: tlsSchema.optional(),
+    })
+    .optional(),
   leaseMs: z.number().int().min(100).optional(),
   retentionMs: z.number().int().min(1000).optional(),
   maxDescriptionBytes: z.number().int().positive().optional(),
   clis: z.record(name, cliDefinitionSchema).optional(),
+  maxCostUsd: z.number().positive().finite().optional(),
+  maxTokens: z.number().int().positive().optional(),
 });
 
 /**
@@ -109,10 +170,16 @@ export interface TownConfig {
   name: string;
   /** `'cluster'` (default) or `'tinytown'` (readable by the Rust `tt` CLI). */
   keyLayout?: KeyLayout;
-  /** A Redis URL without a password (passwords come from the environment). */
+  /** How to reach the town's Redis, without a password (passwords come from the environment). */
   redis?: {
-    /** `redis://`, `rediss://` or `unix://`. */
+    /** `redis://`, `rediss://` or `unix://`; a password in it is refused. */
     url?: string;
+    /** ACL user name. */
+    username?: string;
+    /** Name of the environment variable holding the password (e.g. `TOWN_REDIS_PASSWORD`). */
+    passwordEnv?: string;
+    /** TLS settings: `ca`, `cert`, `key` (file paths or PEM text), `servername`, `rejectUnauthorized`. */
+    tls?: RedisTlsSettings;
   };
   /** Worker lease in ms (default 15 000). */
   leaseMs?: number;
@@ -122,6 +189,10 @@ export interface TownConfig {
   maxDescriptionBytes?: number;
   /** Custom CLI definitions, usable by name like presets. */
   clis?: Record<string, CliDefinition>;
+  /** The town's cost budget in US dollars (see {@link TownOptions.maxCostUsd}). */
+  maxCostUsd?: number;
+  /** The town's token budget (see {@link TownOptions.maxTokens}). */
+  maxTokens?: number;
 }
 
 const optionsSchema = z.strictObject({
@@ -140,8 +211,15 @@ const optionsSchema = z.strictObject({
   retentionMs: z.number().int().min(1000).optional(),
   maxDescriptionBytes: z.number().int().positive().optional(),
   eventsMaxLen: z.number().int().min(100).optional(),
-  durability: z.enum(['default', 'strict']).optional(),
+  durability: z.enum(['default', 'strict', 'replicated']).optional(),
+  replicas: z.number().int().min(1).optional(),
+  replicaTimeoutMs: z.number().int().positive().optional(),
+  username: z.string().min(1).optional(),
+  passwordEnv: envName.optional(),
+  tls: tlsSchema.optional(),
   closeGraceMs: z.number().int().min(0).optional(),
+  maxCostUsd: z.number().positive().finite().optional(),
+  maxTokens: z.number().int().positive().optional(),
 });
 
 /** Checks `Town.connect` options, naming every problem at once. */
@@ -225,7 +303,26 @@ export async function loadConfig(dir: string, options: TownOptions): Promise<Tow
   const parsed = configFileSchema.safeParse(json);
   if (!parsed.success) throw new ConfigInvalidError(`${file} is invalid: ${formatIssues(parsed.error)}`, { cause: parsed.error });
   const { $schema: _, ...config } = parsed.data;
+  checkNoPassword(file, config.redis?.url);
   return config;
+}
+
+/**
+ * `tinytown.json` is meant to be committed: a password in its `redis.url` is refused, naming the
+ * way to give it instead. (A URL that does not parse is left to the connect-time check.)
+ */
+function checkNoPassword(file: string, url: string | undefined): void {
+  if (url === undefined) return;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return;
+  }
+  if (!['redis:', 'rediss:', 'unix:'].includes(parsed.protocol) || parsed.password === '') return;
+  throw new ConfigInvalidError(
+    `${file} has a password in redis.url (${redact(url)}). tinytown.json is meant to be committed: remove the password from the URL and put it in an environment variable named by redis.passwordEnv (for example "passwordEnv": "TOWN_REDIS_PASSWORD"), or set REDIS_URL from your secret store.`,
+  );
 }
 
 /**

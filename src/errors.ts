@@ -43,12 +43,16 @@ export type ErrorCode =
   | 'REDIS_CONNECTION'
   | 'REDIS_AUTH'
   | 'REDIS_VERSION'
+  | 'REPLICATION_TIMEOUT'
   | 'REDIS_SERVER_NOT_FOUND'
   | 'REDIS_SERVER_START'
   | 'SOCKET_PATH_TOO_LONG'
   | 'TIMEOUT'
   | 'ABORTED'
-  | 'TOWN_CLOSED';
+  | 'TOWN_CLOSED'
+  | 'NOT_A_GIT_REPOSITORY'
+  | 'WORKTREE_DIRTY'
+  | 'WORKTREE_FAILED';
 
 const BRAND = Symbol.for('tinytown.error');
 
@@ -302,6 +306,22 @@ export class RedisAuthError extends errorClass('REDIS_AUTH') {}
  */
 export class RedisVersionError extends errorClass('REDIS_VERSION') {}
 /**
+ * With `durability: 'replicated'`, a write was applied on the primary but not confirmed by
+ * enough replicas within `replicaTimeoutMs`. It stands on the primary and survives unless the
+ * primary fails before a replica copies it; tinytown does not retry it (retrying an assign
+ * would make a second task). Read the state back once the replicas are healthy.
+ * @example
+ * ```ts
+ * try {
+ *   await agent.assign('Implement auth endpoints');
+ * } catch (err) {
+ *   if (err instanceof ReplicationTimeoutError) console.warn('written, not yet replicated:', err.message);
+ *   else throw err;
+ * }
+ * ```
+ */
+export class ReplicationTimeoutError extends errorClass('REPLICATION_TIMEOUT') {}
+/**
  * No `redis-server` binary was found for the managed local Redis.
  * @example
  * ```ts
@@ -352,6 +372,47 @@ export class AbortedError extends errorClass('ABORTED') {}
  * ```
  */
 export class TownClosedError extends errorClass('TOWN_CLOSED') {}
+/**
+ * An agent asked for a git worktree (`worktree: true`), but the town's folder is not inside a
+ * git repository (or `git` is not installed). Its own code rather than `CONFIG_INVALID`: the
+ * options are valid, the folder is not a place for worktrees; catch it to fall back to running
+ * the agent without one.
+ * @example
+ * ```ts
+ * try {
+ *   await town.spawnAgent('coder', { cli: 'claude', worktree: true });
+ * } catch (err) {
+ *   if (!(err instanceof NotAGitRepositoryError)) throw err;
+ *   await town.spawnAgent('coder', { cli: 'claude' }); // no repository: share the folder
+ * }
+ * ```
+ */
+export class NotAGitRepositoryError extends errorClass('NOT_A_GIT_REPOSITORY') {}
+/**
+ * `agent.remove()` refused: the agent's git worktree holds uncommitted work (modified, staged
+ * or untracked files). The agent and its worktree are left as they were; the message names the
+ * worktree and its first changed files.
+ * @example
+ * ```ts
+ * try {
+ *   await agent.remove();
+ * } catch (err) {
+ *   if (err instanceof WorktreeDirtyError) console.log(err.message); // commit, stash or discard first
+ *   else throw err;
+ * }
+ * ```
+ */
+export class WorktreeDirtyError extends errorClass('WORKTREE_DIRTY') {}
+/**
+ * git could not create, reuse or remove an agent's worktree (the repository has no commit yet,
+ * the branch is checked out in another worktree, the folder is taken by something else); the
+ * message quotes git.
+ * @example
+ * ```ts
+ * await town.spawnAgent('coder', { cli: 'claude', worktree: true }); // WorktreeError in a repository with no commit
+ * ```
+ */
+export class WorktreeError extends errorClass('WORKTREE_FAILED') {}
 
 /**
  * Removes credentials from a URL or message so it can be shown or logged.

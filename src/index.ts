@@ -28,6 +28,7 @@ export {
   type TaskHandler,
 } from './agent.js';
 export { Backlog } from './backlog.js';
+export { TaskGroup, type GroupProgress } from './group.js';
 export {
   Task,
   TERMINAL_STATES,
@@ -44,12 +45,13 @@ export type { TownEvent, TownEventMap, TownEventType } from './events/types.js';
 export type { TownConfig, TownOptions } from './config.js';
 export type { WaitOptions } from './wait.js';
 export type { KeyLayout } from './store/keys.js';
-export type { RedisInput } from './store/connection.js';
+export type { ClusterInput, RedisInput, RedisTlsSettings, RemoteRedisSettings } from './store/connection.js';
 export { Worker } from './worker/worker.js';
+export { TOOL_NAMES, type ToolName } from './mcp/tools.js';
 export type { OutputChunk, ProcessExit, ProcessRunner, ProcessSpec, RunningProcess } from './runner/process-runner.js';
 export { ChildProcessRunner, defaultRunner } from './runner/child-process-runner.js';
 export { runCli, type CliDefinition, type CliRunRequest, type CliRunResult, type PromptMode } from './runner/cli.js';
-export { PRESETS, resolveCli, withSession, type PresetName } from './runner/presets.js';
+export { PRESETS, resolveCli, withBudget, withSession, type PresetName } from './runner/presets.js';
 export {
   createParser,
   isOutputFormat,

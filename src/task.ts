@@ -92,6 +92,38 @@ export interface TaskOptions {
   timeoutMs?: number;
   /** How many times the task may be started before a lost worker fails it. Default 3. */
   maxAttempts?: number;
+  /**
+   * The task group it belongs to from the start (see `town.group()`); a group name, created by
+   * its first task.
+   */
+  group?: string;
+  /**
+   * Ids of tasks that must complete before this one is queued. Until then it is held: its
+   * state stays `pending`, it sits in no inbox and not in the backlog, and the completion of
+   * its last dependency queues it (to its agent, or the backlog) in the same atomic step. Each
+   * id must name an existing task (an unknown id, or a task that expired after the retention
+   * period, is an `InvalidArgumentError`), so dependencies always point back in time and no
+   * cycle can form. A dependency already completed counts as met; one that failed or was
+   * cancelled is handled as `onDependencyFailure` says.
+   */
+  dependsOn?: readonly string[];
+  /**
+   * What a failed or cancelled dependency does to this task: `'cancel'` (default) cancels it
+   * with the reason (`dependency <id> failed: …`), and its own dependants in turn; `'run'`
+   * counts the dependency as met, so the task runs once all its dependencies are over.
+   */
+  onDependencyFailure?: 'cancel' | 'run';
+  /**
+   * Cost budget of the task in US dollars, over all its runs. Passed to CLIs that take one
+   * (Claude Code's `--max-budget-usd`, as what is left); once its runs have spent it, the task
+   * is not run again (no retry, no restart after a lost worker): it fails with the reason.
+   */
+  maxCostUsd?: number;
+  /**
+   * Token budget of the task (input + output tokens, as the CLI reports them), over all its
+   * runs; spent, the task is not run again and fails with the reason.
+   */
+  maxTokens?: number;
 }
 
 /**
@@ -157,6 +189,16 @@ export interface TaskRecord {
   usage?: TaskUsage;
   /** The CLI's session id for the task's last run, when it reports one. */
   sessionId?: string;
+  /** The task group it belongs to. */
+  group?: string;
+  /** The tasks it waited (or waits) for. While any is open, the task is `pending` and queued nowhere. */
+  dependsOn?: string[];
+  /** Set when a failed or cancelled dependency lets the task run anyway (`'run'`). */
+  onDependencyFailure?: 'cancel' | 'run';
+  /** Its cost budget in US dollars, when it has one. */
+  maxCostUsd?: number;
+  /** Its token budget, when it has one. */
+  maxTokens?: number;
 }
 
 /**
@@ -190,6 +232,11 @@ export const taskInputSchema = z.strictObject({
   priority: z.enum(priorities).optional(),
   timeoutMs: z.number().int().positive().optional(),
   maxAttempts: z.number().int().min(1).max(100).optional(),
+  group: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$').optional(),
+  dependsOn: z.array(z.string().min(1).max(128)).max(1000).optional(),
+  onDependencyFailure: z.enum(['cancel', 'run']).optional(),
+  maxCostUsd: z.number().positive().finite().optional(),
+  maxTokens: z.number().int().positive().optional(),
 });
 
 /**
@@ -209,6 +256,11 @@ export class Task implements TaskInput {
   readonly priority?: Priority;
   readonly timeoutMs?: number;
   readonly maxAttempts?: number;
+  readonly group?: string;
+  readonly dependsOn?: readonly string[];
+  readonly onDependencyFailure?: 'cancel' | 'run';
+  readonly maxCostUsd?: number;
+  readonly maxTokens?: number;
 
   constructor(description: string, options: TaskOptions = {}) {
     const input = parseTaskInput({ description, ...options });
@@ -226,6 +278,8 @@ export function parseTaskInput(input: string | TaskInput): TaskInput {
   if (!parsed.success) {
     throw new InvalidArgumentError(`Invalid task: ${formatIssues(parsed.error)}`, { cause: parsed.error });
   }
+  // A dependency named twice is one dependency.
+  if (parsed.data.dependsOn !== undefined) parsed.data.dependsOn = [...new Set(parsed.data.dependsOn)];
   return parsed.data;
 }
 

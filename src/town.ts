@@ -13,8 +13,10 @@ import { checkAgentOptions, cliLabel, registeredCli } from './agent-options.js';
 import { Backlog } from './backlog.js';
 import {
   checkAgentName,
+  CONFIG_FILE,
   configRedis,
   loadConfig,
+  NAME_PATTERN,
   parseTownOptions,
   type TownConfig,
   type TownOptions,
@@ -25,20 +27,24 @@ import {
   ConfigInvalidError,
   DescriptionTooLargeError,
   InvalidArgumentError,
+  InvalidNameError,
   redact,
   TinytownError,
   TownClosedError,
   WorkerActiveError,
 } from './errors.js';
 import { EventReader } from './events/reader.js';
+import { TaskGroup, type GroupProgress } from './group.js';
 import { compareIds, parseEvent, TOWN_EVENT_TYPES, type TownEvent, type TownEventMap, type TownEventType } from './events/types.js';
 import type { Message, SendOptions } from './message.js';
+import { toolHost } from './mcp/host.js';
+import { grantedTools } from './mcp/tools.js';
 import { ensureManagedRedis } from './redis-server/managed.js';
 import { defaultRunner } from './runner/child-process-runner.js';
 import { resolveCli } from './runner/presets.js';
-import { Connections, type RedisInput } from './store/connection.js';
+import { Connections, isClient, meansCluster, withRemoteSettings, type RedisInput, type RemoteRedisSettings } from './store/connection.js';
 import { keyPrefix, SUPERVISOR_ID } from './store/keys.js';
-import { Repository } from './store/repository.js';
+import { Repository, type WriteReplication } from './store/repository.js';
 import { defineScripts } from './store/scripts.js';
 import {
   parseTaskInput,
@@ -55,6 +61,7 @@ import { nowIso } from './time.js';
 import { checkWaitOptions, waitUntil, type WaitOptions } from './wait.js';
 import { cliExecutor, handlerExecutor, type Executor } from './worker/executor.js';
 import { Worker } from './worker/worker.js';
+import { dirtyError, ensureWorktree, removeWorktree, worktreeChanges } from './worktree.js';
 
 const DEFAULTS = {
   leaseMs: 15_000,
@@ -83,6 +90,9 @@ const MAY_IDLE_AGENT: ReadonlySet<TownEventType> = new Set([
   'message.received',
   'message.discarded',
 ]);
+
+/** `durability: 'replicated'`: how long a write waits for its replicas by default. */
+const DEFAULT_REPLICA_TIMEOUT_MS = 1_000;
 
 /** First backoff of an in-place retry. */
 const DEFAULT_RETRY_DELAY_MS = 1_000;
@@ -221,6 +231,7 @@ export class Town implements AsyncDisposable {
     this.sweeper = setInterval(() => void this.sweep(), Math.max(50, Math.floor(settings.leaseMs / 2)));
     this.sweeper.unref();
     repo.connections.command.on('ready', this.onReconnect);
+    repo.onUnconfirmed = (err) => this.report(err);
     // Every wait listens for the town's close: many at once are normal, not a leak.
     setMaxListeners(0, this.closing.signal);
   }
@@ -247,7 +258,7 @@ export class Town implements AsyncDisposable {
     const layout = options.keyLayout ?? config.keyLayout ?? 'cluster';
     // The tinytown layout has no hash tag: a town's keys spread over a Cluster's slots, where
     // its multi-key scripts cannot run.
-    if (layout === 'tinytown' && isClusterClient(options.redis)) throw clusterRefused();
+    if (layout === 'tinytown' && meansCluster(options.redis)) throw clusterRefused();
     const settings: Settings = {
       leaseMs: options.leaseMs ?? config.leaseMs ?? DEFAULTS.leaseMs,
       connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
@@ -263,14 +274,39 @@ export class Town implements AsyncDisposable {
     ];
     const [chosen, source] = configured.find(([value]) => value !== undefined) ?? [undefined, ''];
     if (typeof chosen === 'string') checkRedisUrl(chosen, source);
-    const input: RedisInput = chosen ?? (await ensureManagedRedis(root, { durability: options.durability ?? 'default' })).url;
+    const durability = options.durability ?? 'default';
+    const replication = replicationOf(options, chosen !== undefined);
+    // Remote settings of the call always apply (and a client cannot take them); the file's only
+    // to connections tinytown opens from a URL or options.
+    const remote = remoteSettings(options);
+    const remoteSource = Object.keys(remote).length > 0 ? 'Town.connect options' : `${CONFIG_FILE} redis`;
+    if (chosen === undefined && Object.keys(remote).length > 0) {
+      throw new ConfigInvalidError(
+        `Town.connect options set ${Object.keys(remote).join(', ')} for a remote Redis, but none is configured: set options.redis, REDIS_URL or ${CONFIG_FILE} redis.url.`,
+      );
+    }
+    const input: RedisInput =
+      chosen === undefined
+        ? (await ensureManagedRedis(root, { durability: durability === 'strict' ? 'strict' : 'default' })).url
+        : await withRemoteSettings(chosen, isClient(chosen) ? remote : { ...remoteSettings(config.redis ?? {}), ...remote }, remoteSource);
     const connections = await Connections.open(input, settings.connectTimeoutMs);
+    // A standalone client reaching a Cluster node would meet MOVED for every slot it does not
+    // serve: the Cluster client routes each town to its slot's node.
+    if (layout !== 'tinytown' && connections.server.clusterEnabled && !connections.cluster) {
+      connections.closeAll();
+      throw new ConfigInvalidError(
+        `${source} points at a Redis Cluster node: pass the cluster as options.redis ({ cluster: [{ host, port }, …] } or an ioredis Cluster client) so each town's commands reach the node that serves its slot.`,
+      );
+    }
     defineScripts(connections.command);
-    const repo = new Repository(connections, keyPrefix(name, layout), settings.eventsMaxLen, layout);
+    const repo = new Repository(connections, keyPrefix(name, layout), settings.eventsMaxLen, layout, replication);
+    const maxCostUsd = options.maxCostUsd ?? config.maxCostUsd;
+    const maxTokens = options.maxTokens ?? config.maxTokens;
+    repo.townBudget = { ...(maxCostUsd !== undefined && { maxCostUsd }), ...(maxTokens !== undefined && { maxTokens }) };
     if (layout === 'tinytown') {
       try {
-        // A standalone client can reach a Cluster node too: ask the server.
-        if (/^cluster_enabled:1\b/m.test(await connections.command.info('cluster'))) throw clusterRefused();
+        // A standalone client can reach a Cluster node too: the server said so at connect.
+        if (connections.cluster || connections.server.clusterEnabled) throw clusterRefused();
         await repo.discover(); // agents and tasks `tt` created while no tinytown process watched
       } catch (err) {
         connections.closeAll();
@@ -296,11 +332,14 @@ export class Town implements AsyncDisposable {
   async spawnAgent(name: string, cli?: string | AgentOptions): Promise<Agent> {
     this.ensureOpen();
     checkAgentName(name);
-    const options: AgentOptions = typeof cli === 'string' ? { cli } : (cli ?? {});
-    checkAgentOptions(options);
-    const start = options.start !== false;
+    const given: AgentOptions = typeof cli === 'string' ? { cli } : (cli ?? {});
+    checkAgentOptions(given);
+    const start = given.start !== false;
     // Resolved even for a cold agent: a mistyped preset must fail here, not when a worker attaches.
-    if (options.cli !== undefined) resolveCli(options.cli, this.config.clis);
+    if (given.cli !== undefined) resolveCli(given.cli, this.config.clis);
+    // The worktree first: outside a repository, or with a bad branch name, nothing is registered.
+    const worktree = given.worktree ? await ensureWorktree(this.root, name, given.worktree === true ? undefined : given.worktree.branch) : undefined;
+    const options: AgentOptions = worktree ? { ...given, cwd: resolve(worktree.cwd, given.cwd ?? '.') } : given;
     const executor = start ? this.executorFor(name, options) : undefined;
     await this.localWorkerReleased(name);
     const { id } = await this.repo.spawnAgent({
@@ -311,6 +350,9 @@ export class Town implements AsyncDisposable {
       tags: options.tags ?? [],
       claimBacklog: options.claimBacklog === true,
       ...(options.maxAttempts !== undefined && { maxAttempts: options.maxAttempts }),
+      ...(options.maxCostUsd !== undefined && { maxCostUsd: options.maxCostUsd }),
+      ...(options.maxTokens !== undefined && { maxTokens: options.maxTokens }),
+      ...(worktree && { worktree: worktree.path }),
       initialState: start ? 'starting' : 'cold',
     });
     const agent = new Agent(this, id, name);
@@ -389,7 +431,10 @@ export class Town implements AsyncDisposable {
     if (this.workers.has(agent.id)) {
       throw new WorkerActiveError(`Agent ${agent.name} already has a worker in this process.`);
     }
-    const work = options.cli !== undefined || options.run !== undefined ? options : { ...options, cli: registeredCli(await agent.info()) };
+    const info = await agent.info();
+    let work = options.cli !== undefined || options.run !== undefined ? options : { ...options, cli: registeredCli(info) };
+    // An agent spawned with a worktree works there, wherever its worker runs (made if missing).
+    if (info.worktree !== undefined && options.cwd === undefined) work = { ...work, cwd: (await ensureWorktree(this.root, info.name)).cwd };
     this.workOptions.set(agent.id, work);
     return this.startWorker(agent, work, this.executorFor(agent.name, work));
   }
@@ -466,6 +511,27 @@ export class Town implements AsyncDisposable {
       options,
     );
     return this.untilClosed(wait);
+  }
+
+  /**
+   * A handle on the task group `name` (Gastown's convoy): tasks across agents and the backlog,
+   * counted together and awaited together. No Redis work: the group comes into being with its
+   * first task (`group.assign`, `group.add`, or `group` in a {@link TaskInput}).
+   *
+   * @example
+   * ```ts
+   * const release = town.group('release-1.4');
+   * await release.assign('backend', 'Implement auth endpoints');
+   * await release.assign('frontend', 'Build the login page');
+   * const { counts } = await release.wait({ timeoutMs: 30 * 60_000 });
+   * ```
+   */
+  group(name: string): TaskGroup {
+    this.ensureOpen();
+    if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
+      throw new InvalidNameError(`Invalid group name ${JSON.stringify(name)}: use 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
+    }
+    return new TaskGroup(this, name);
   }
 
   /**
@@ -831,9 +897,16 @@ export class Town implements AsyncDisposable {
   /** @internal */
   async removeAgent(agentId: string): Promise<void> {
     this.ensureOpen();
+    const info = await this.repo.getAgent(agentId);
+    // Refused before anything changes: uncommitted work in its worktree is never thrown away.
+    if (info.worktree !== undefined) {
+      const changes = await worktreeChanges(info.worktree);
+      if (changes.length > 0) throw dirtyError(info.name, info.worktree, changes, false);
+    }
     await this.workers.get(agentId)?.stop({ force: true });
     await this.repo.removeAgent(agentId);
     this.workOptions.delete(agentId);
+    if (info.worktree !== undefined) await removeWorktree(this.root, info.name, info.worktree);
   }
 
   /** @internal */
@@ -858,6 +931,49 @@ export class Town implements AsyncDisposable {
       options,
     );
     await this.untilClosed(wait);
+  }
+
+  /** @internal */
+  async addToGroup(name: string, taskIds: unknown[]): Promise<number> {
+    this.ensureOpen();
+    if (taskIds.length === 0) throw new InvalidArgumentError('group.add() needs at least one task (an id or a record).');
+    for (const id of taskIds) checkId(id, 'task id');
+    return this.repo.groupAdd(name, [...new Set(taskIds as string[])]);
+  }
+
+  /** @internal */
+  async groupProgress(name: string): Promise<GroupProgress> {
+    this.ensureOpen();
+    const { total, counts } = await this.repo.groupProgress(name);
+    const done = counts.completed + counts.failed + counts.cancelled;
+    return { name, total, counts, done, complete: done === total };
+  }
+
+  /** @internal */
+  async groupTasks(name: string): Promise<TaskRecord[]> {
+    this.ensureOpen();
+    return this.repo.groupTasks(name);
+  }
+
+  /** @internal */
+  async waitForGroup(name: string, options?: WaitOptions): Promise<GroupProgress> {
+    this.ensureOpen();
+    checkWaitOptions(options);
+    const wait = waitUntil(
+      {
+        reader: this.reader,
+        closing: this.closing.signal,
+        what: `group ${name} to complete`,
+        // Announced by the step that ends its last task; nothing else can complete a group.
+        relevant: (event) => event.type === 'group.completed' && event.data.group === name,
+        check: async () => {
+          const progress = await this.groupProgress(name);
+          return progress.complete ? progress : undefined;
+        },
+      },
+      options,
+    );
+    return this.untilClosed(wait);
   }
 
   /** @internal */
@@ -895,20 +1011,27 @@ export class Town implements AsyncDisposable {
   private async createTask(input: string | TaskInput | Task, agentId: string | undefined): Promise<TaskRecord> {
     const task = parseTaskInput(input);
     this.checkSize(task.description, 'task description');
-    const { id, at: created, maxAttempts } = await this.repo.createTask(task, agentId);
+    const { id, at: created, maxAttempts, state, error } = await this.repo.createTask(task, agentId);
     return {
       id,
       description: task.description,
-      state: agentId === undefined ? 'pending' : 'assigned',
-      ...(agentId !== undefined && { assignedTo: agentId }),
+      state,
+      ...(agentId !== undefined && state === 'assigned' && { assignedTo: agentId }),
       createdAt: created,
       updatedAt: created,
+      ...(TERMINAL_STATES.has(state) && { completedAt: created }),
+      ...(error !== undefined && { error }),
       ...(task.parentId !== undefined && { parentId: task.parentId }),
       tags: [...(task.tags ?? [])],
       attempts: 0,
       maxAttempts,
       priority: task.priority ?? 'normal',
       ...(task.timeoutMs !== undefined && { timeoutMs: task.timeoutMs }),
+      ...(task.group !== undefined && { group: task.group }),
+      ...(task.dependsOn !== undefined && task.dependsOn.length > 0 && { dependsOn: [...task.dependsOn] }),
+      ...(task.onDependencyFailure === 'run' && { onDependencyFailure: 'run' as const }),
+      ...(task.maxCostUsd !== undefined && { maxCostUsd: task.maxCostUsd }),
+      ...(task.maxTokens !== undefined && { maxTokens: task.maxTokens }),
     };
   }
 
@@ -917,8 +1040,11 @@ export class Town implements AsyncDisposable {
     if (options.cli === undefined) {
       throw new InvalidArgumentError(`Agent ${name} needs a cli (preset, custom name or { command }) or a run handler.`);
     }
+    const definition = resolveCli(options.cli, this.config.clis);
+    const grants = grantedTools(options.tools);
     return cliExecutor({
-      definition: resolveCli(options.cli, this.config.clis),
+      definition,
+      ...(grants.length > 0 && { tools: toolHost({ agentName: name, grants, definition, repo: this.repo, report: (err) => this.report(err) }) }),
       runner: options.runner ?? defaultRunner,
       root: this.root,
       ...(options.instructions !== undefined && { instructions: options.instructions }),
@@ -1040,9 +1166,29 @@ function checkRedisUrl(url: string, source: string): void {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Whether `redis` is an ioredis Cluster client. */
-function isClusterClient(redis: unknown): boolean {
-  return typeof redis === 'object' && redis !== null && (redis as { isCluster?: unknown }).isCluster === true;
+/** The settings of a remote Redis given in `from` (the options, or tinytown.json's `redis`). */
+function remoteSettings(from: RemoteRedisSettings): RemoteRedisSettings {
+  return {
+    ...(from.username !== undefined && { username: from.username }),
+    ...(from.passwordEnv !== undefined && { passwordEnv: from.passwordEnv }),
+    ...(from.tls !== undefined && { tls: from.tls }),
+  };
+}
+
+/** `durability: 'replicated'` settings, checked against the rest of the options. */
+function replicationOf(options: TownOptions, remote: boolean): WriteReplication | undefined {
+  if (options.durability !== 'replicated') {
+    if (options.replicas !== undefined || options.replicaTimeoutMs !== undefined) {
+      throw new ConfigInvalidError("replicas and replicaTimeoutMs apply with durability: 'replicated' only.");
+    }
+    return undefined;
+  }
+  if (!remote) {
+    throw new ConfigInvalidError(
+      "durability 'replicated' needs a Redis with replicas (a primary managed by Sentinel, or your own with replicas), but none is configured and the managed local redis-server has no replica. Set options.redis, REDIS_URL or tinytown.json redis.url.",
+    );
+  }
+  return { replicas: options.replicas ?? 1, timeoutMs: options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS };
 }
 
 function clusterRefused(): ConfigInvalidError {

@@ -29,12 +29,15 @@ export type TownEventType =
   | 'task.reclaimed'
   | 'task.cancelled'
   | 'task.rejected'
+  | 'task.progress'
   | 'message.sent'
   | 'message.received'
   | 'message.discarded'
   | 'backlog.added'
   | 'backlog.claimed'
-  | 'backlog.removed';
+  | 'backlog.removed'
+  | 'group.completed'
+  | 'budget.exceeded';
 
 /** Every known event type, for validation. */
 export const TOWN_EVENT_TYPES: readonly TownEventType[] = [
@@ -51,12 +54,15 @@ export const TOWN_EVENT_TYPES: readonly TownEventType[] = [
   'task.reclaimed',
   'task.cancelled',
   'task.rejected',
+  'task.progress',
   'message.sent',
   'message.received',
   'message.discarded',
   'backlog.added',
   'backlog.claimed',
   'backlog.removed',
+  'group.completed',
+  'budget.exceeded',
 ];
 
 /**
@@ -65,7 +71,16 @@ export const TOWN_EVENT_TYPES: readonly TownEventType[] = [
  * `data` holds the event's details, e.g. `oldState`/`newState` (and `force` on stops) for
  * `agent.state`, `attempt` for `task.started`, `to` (`'agent'` or `'backlog'`) and `reason`
  * (`'reclaim'`: its worker was lost; `'handback'`: a forced stop or a close gave it back) for
- * `task.reclaimed`, `message` (a human line) for all.
+ * `task.reclaimed`, `message` (a human line) for all. `group.completed` (every task of a group
+ * is over; `taskId` is the one that ended last) has `group`, `total`, `completed`, `failed`
+ * and `cancelled`. `budget.exceeded` has `scope` (`'town'`, `'agent'` or `'task'`), `metric`
+ * (`'costUsd'` or `'tokens'`), `limit`, `spent` and `action` (`'hold'`: the agent was paused
+ * and the task put back; `'fail'`: the task failed). A task cancelled because a dependency
+ * failed has `reason: 'dependency'` and `dependency` (its id); a held task that its last
+ * dependency released is announced by `task.assigned` (or `backlog.added`) with `released: true`.
+ * `task.progress` (an agent's `report_progress` town tool, see `tinytown/mcp`) has `message`
+ * (the agent's line) and `percent` when it gave one; `task.completed` and `task.failed` written
+ * by the agent itself (its `complete_task` / `fail_task` tools) have `by: 'agent'`.
  *
  * @example
  * ```ts

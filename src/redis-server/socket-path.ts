@@ -117,8 +117,11 @@ export async function resolveSocketPath(
   );
 }
 
-/** The fallback folders to try, best first. */
-async function fallbackFolders(): Promise<string[]> {
+/**
+ * Per-user folders for short-lived sockets, best first: `$XDG_RUNTIME_DIR/tinytown` (when it is
+ * ours), then `<tmpdir>/tinytown-<uid>`. Each must still pass {@link ensurePrivateFolder}.
+ */
+export async function fallbackFolders(): Promise<string[]> {
   const folders: string[] = [];
   const runtimeDir = process.env.XDG_RUNTIME_DIR;
   if (runtimeDir && runtimeDir.startsWith('/') && (await isOwnWritableFolder(runtimeDir))) {
@@ -149,7 +152,7 @@ async function isOwnWritableFolder(path: string): Promise<boolean> {
  * Creates `folder` with mode 0700 if missing and checks it is a real folder owned by the current
  * user. Returns a description of the problem, or `undefined` when it is safe to use.
  */
-async function ensurePrivateFolder(folder: string): Promise<string | undefined> {
+export async function ensurePrivateFolder(folder: string): Promise<string | undefined> {
   try {
     await mkdir(folder, { mode: 0o700 });
   } catch (err) {

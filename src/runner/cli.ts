@@ -69,6 +69,28 @@ export interface CliDefinition {
   sessionArgs?: readonly string[];
   /** Arguments (replacing `args`) that continue the session `{sessionId}`; see `withSession()`. */
   resumeArgs?: readonly string[];
+  /**
+   * Arguments appended when a run has a cost budget, `{maxBudgetUsd}` standing for what is
+   * left of it in US dollars (Claude Code: `['--max-budget-usd', '{maxBudgetUsd}']`); see
+   * `withBudget()`.
+   */
+  budgetArgs?: readonly string[];
+  /**
+   * Arguments appended when the agent has town tools (`tools` in its options), so the CLI
+   * loads tinytown's MCP server for the run; see `tinytown/mcp`. Placeholders: `{mcpConfig}`,
+   * the path of a per-run JSON file `{"mcpServers": {"tinytown": {"type": "stdio", "command",
+   * "args", "env"}}}` (the format Claude Code, Copilot CLI and Auggie read); `{mcpCommand}` and
+   * `{mcpScript}`, the server's command (this Node) and script; `{mcpSocket}` and `{mcpToken}`,
+   * the run's socket and token. Each also as `{…Json}` (`{mcpScriptJson}`), JSON-quoted. The CLI's
+   * environment always holds `TINYTOWN_MCP_SOCKET` and `TINYTOWN_MCP_TOKEN` for the run.
+   */
+  mcpArgs?: readonly string[];
+  /**
+   * Environment set when the agent has town tools (same placeholders as `mcpArgs`), for CLIs
+   * that read MCP servers from the environment (OpenCode's `OPENCODE_CONFIG_CONTENT`). It wins
+   * over the agent's own `env`. A CLI with neither `mcpArgs` nor `mcpEnv` cannot have tools.
+   */
+  mcpEnv?: Readonly<Record<string, string>>;
 }
 
 /**

@@ -55,6 +55,25 @@ const CURSOR = ['--print', '--force', '--output-format', 'json'];
 const OPENCODE = ['run', '--format', 'json'];
 
 /**
+ * Town tools (`tools` in the agent's options): how each CLI loads tinytown's MCP server for one
+ * run, checked against the real CLIs by `npm run test:clis`. Claude Code needs the server's
+ * tools allowed too (`mcp__tinytown`: all of them; `--allowedTools` accumulates). Codex takes the
+ * server as config overrides and forwards the socket and token from its own environment
+ * (`env_vars`), so the token never sits in its arguments. Gemini CLI 0.61 has no flag or
+ * variable that adds a server for one run (its settings files are the user's and the
+ * project's; a system settings file must be root-owned), nor has Cursor Agent; aider has no MCP.
+ */
+const CLAUDE_MCP = ['--mcp-config', '{mcpConfig}', '--allowedTools', 'mcp__tinytown'];
+const CODEX_MCP = [
+  '-c',
+  'mcp_servers.tinytown.command={mcpCommandJson}',
+  '-c',
+  'mcp_servers.tinytown.args=[{mcpScriptJson}]',
+  '-c',
+  'mcp_servers.tinytown.env_vars=["TINYTOWN_MCP_SOCKET","TINYTOWN_MCP_TOKEN"]',
+];
+
+/**
  * Headless command lines per CLI (see `reference/agent-clis.md`). The prompt never passes a
  * shell; it goes on stdin where the CLI reads it, else as one argument or a file.
  *
@@ -73,6 +92,8 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     output: 'claude-json',
     sessionArgs: [...CLAUDE, '--session-id', '{sessionId}'],
     resumeArgs: [...CLAUDE, '--resume', '{sessionId}'],
+    budgetArgs: ['--max-budget-usd', '{maxBudgetUsd}'],
+    mcpArgs: CLAUDE_MCP,
   },
   codex: {
     command: 'codex',
@@ -80,6 +101,7 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     prompt: 'stdin',
     output: 'codex-jsonl',
     resumeArgs: [...CODEX, 'resume', '{sessionId}', '-'],
+    mcpArgs: CODEX_MCP,
   },
   'codex-mini': {
     command: 'codex',
@@ -87,6 +109,7 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     prompt: 'stdin',
     output: 'codex-jsonl',
     resumeArgs: [...CODEX, '-m', 'gpt-5.1-codex-mini', 'resume', '{sessionId}', '-'],
+    mcpArgs: CODEX_MCP,
   },
   gemini: {
     command: 'gemini',
@@ -102,6 +125,7 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     prompt: 'file',
     output: 'auggie-json',
     resumeArgs: [...AUGGIE, '--resume', '{sessionId}', '--instruction-file', '{promptFile}'],
+    mcpArgs: ['--mcp-config', '{mcpConfig}'],
   },
   aider: {
     command: 'aider',
@@ -116,6 +140,7 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     output: 'copilot-jsonl',
     sessionArgs: [...COPILOT, '--session-id', '{sessionId}', '-p', '{prompt}'],
     resumeArgs: [...COPILOT, '--resume', '{sessionId}', '-p', '{prompt}'],
+    mcpArgs: ['--additional-mcp-config', '@{mcpConfig}'],
   },
   cursor: {
     command: 'cursor-agent',
@@ -132,6 +157,11 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     // Without it `run` auto-rejects every permission request.
     env: { OPENCODE_PERMISSION: '{"*":"allow"}' },
     resumeArgs: [...OPENCODE, '--session', '{sessionId}'],
+    // Merged over its other configuration, for this run only.
+    mcpEnv: {
+      OPENCODE_CONFIG_CONTENT:
+        '{"mcp":{"tinytown":{"type":"local","command":[{mcpCommandJson},{mcpScriptJson}],"environment":{"TINYTOWN_MCP_SOCKET":{mcpSocketJson},"TINYTOWN_MCP_TOKEN":{mcpTokenJson}},"enabled":true}}}',
+    },
   },
   goose: {
     command: 'goose',
@@ -142,6 +172,8 @@ export const PRESETS: Readonly<Record<PresetName, CliDefinition>> = Object.freez
     env: { GOOSE_MODE: 'auto' },
     sessionArgs: ['run', '--quiet', '--name', '{sessionId}', '-i', '{promptFile}'],
     resumeArgs: ['run', '--quiet', '--name', '{sessionId}', '--resume', '-i', '{promptFile}'],
+    // Not verified: goose is not on npm. Its extension string is split like a shell's words.
+    mcpArgs: ['--with-extension', 'TINYTOWN_MCP_SOCKET={mcpSocketJson} TINYTOWN_MCP_TOKEN={mcpToken} {mcpCommandJson} {mcpScriptJson}'],
   },
 });
 
@@ -187,4 +219,25 @@ export function withSession(definition: CliDefinition, sessionId: string, mode: 
   if (template === undefined) return undefined;
   // split/join: a replacement string would interpret `$&` and friends.
   return { ...definition, args: template.map((arg) => arg.split('{sessionId}').join(sessionId)) };
+}
+
+/**
+ * The definition whose run stops itself at `maxBudgetUsd` US dollars: its `budgetArgs` with
+ * `{maxBudgetUsd}` filled in, appended to its arguments. `undefined` when the CLI takes no
+ * budget (only Claude Code's preset has `budgetArgs`: `--max-budget-usd`). Workers apply it to
+ * every run that has a cost budget (the task's, its agent's or the town's: what is left of the
+ * smallest).
+ *
+ * @example
+ * ```ts
+ * const capped = withBudget(PRESETS.claude, 0.5); // claude -p … --max-budget-usd 0.5
+ * const run = await runCli({ ...request, definition: capped ?? PRESETS.claude });
+ * ```
+ */
+export function withBudget(definition: CliDefinition, maxBudgetUsd: number): CliDefinition | undefined {
+  if (!Number.isFinite(maxBudgetUsd) || maxBudgetUsd <= 0) throw new InvalidArgumentError(`maxBudgetUsd must be a positive number, got ${String(maxBudgetUsd)}.`);
+  if (definition.budgetArgs === undefined) return undefined;
+  // At most six decimals, no trailing zeros, never below a millionth (String(1e-7) is '1e-7').
+  const value = String(Math.max(Number(maxBudgetUsd.toFixed(6)), 0.000001));
+  return { ...definition, args: [...(definition.args ?? []), ...definition.budgetArgs.map((arg) => arg.split('{maxBudgetUsd}').join(value))] };
 }

@@ -93,6 +93,11 @@ const taskHash = z.object({
   timeout_ms: count.optional(),
   usage: jsonOf(usageSchema).optional(),
   session_id: z.string().optional(),
+  group: z.string().optional(),
+  depends_on: jsonOf(z.array(z.string())).optional(),
+  on_dep_failure: z.enum(['cancel', 'run']).optional(),
+  max_cost_usd: amount.optional(),
+  max_tokens: count.optional(),
 });
 
 const agentHash = z.object({
@@ -122,6 +127,9 @@ const agentHash = z.object({
   usage_cache_write_tokens: amount.optional(),
   usage_reasoning_tokens: amount.optional(),
   usage_cost_usd: amount.optional(),
+  max_cost_usd: amount.optional(),
+  max_tokens: count.optional(),
+  worktree: z.string().optional(),
 });
 
 /** Default attempts when a record predates the field (the Rust CLI does not write it). */
@@ -167,6 +175,11 @@ export function decodeTask(key: string, fields: Record<string, string>): TaskRec
     ...(h.timeout_ms !== undefined && { timeoutMs: h.timeout_ms }),
     ...(h.usage !== undefined && { usage: h.usage }),
     ...(h.session_id !== undefined && { sessionId: h.session_id }),
+    ...(h.group !== undefined && { group: h.group }),
+    ...(h.depends_on !== undefined && { dependsOn: h.depends_on }),
+    ...(h.on_dep_failure !== undefined && { onDependencyFailure: h.on_dep_failure }),
+    ...(h.max_cost_usd !== undefined && { maxCostUsd: h.max_cost_usd }),
+    ...(h.max_tokens !== undefined && { maxTokens: h.max_tokens }),
   };
 }
 
@@ -196,6 +209,9 @@ export function decodeAgent(key: string, fields: Record<string, string>): AgentI
     ...(h.parent_agent_id !== undefined && { parentAgentId: h.parent_agent_id }),
     ...(h.session_id !== undefined && { sessionId: h.session_id }),
     ...optional('usage', decodeUsageTotals(h, 'usage_')),
+    ...(h.max_cost_usd !== undefined && { maxCostUsd: h.max_cost_usd }),
+    ...(h.max_tokens !== undefined && { maxTokens: h.max_tokens }),
+    ...(h.worktree !== undefined && { worktree: h.worktree }),
   };
 }
 

@@ -116,6 +116,18 @@ export class Keys {
   get taskPattern(): string {
     return `${this.prefix}task:*`;
   }
+  /** A task group's open count (hash field `open`: its tasks not yet terminal). */
+  group(name: string): string {
+    return `${this.prefix}group:${name}`;
+  }
+  /** A task group's task ids, by the order they joined (sorted set). */
+  groupTasks(name: string): string {
+    return `${this.prefix}group-tasks:${name}`;
+  }
+  /** Tasks held until this task ends (a list of ids); gone once it has ended. */
+  dependants(taskId: string): string {
+    return `${this.prefix}dependants:${taskId}`;
+  }
   /** Guard so one sweep runs per interval per town. */
   get sweepLock(): string {
     return `${this.prefix}lock:sweep`;

@@ -5,13 +5,16 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { AgentInfo } from '../agent.js';
 import {
   AgentAmbiguousError,
   AgentExistsError,
   AgentNotFoundError,
+  InvalidArgumentError,
   InvalidTransitionError,
   NotInBacklogError,
+  ReplicationTimeoutError,
   TaskNotFoundError,
   WorkerActiveError,
 } from '../errors.js';
@@ -19,9 +22,9 @@ import { decodeMessage, encodeMessage, type Message, type MessageType } from '..
 import type { Priority, TaskInput, TaskRecord, TaskState, TaskUsage } from '../task.js';
 import { nowIso, parseIso } from '../time.js';
 import { decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
-import type { Connections } from './connection.js';
+import { isClusterClient, type Connections, type RedisClient } from './connection.js';
 import { Keys, SUPERVISOR_ID, type KeyLayout } from './keys.js';
-import { runScript, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
+import { READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -37,11 +40,22 @@ export interface AgentRegistration {
   maxAttempts?: number;
   /** `starting` when a worker follows, `cold` when none is started. */
   initialState: 'starting' | 'cold';
+  /** The agent's budget. */
+  maxCostUsd?: number;
+  maxTokens?: number;
+  /** The git worktree it works in. */
+  worktree?: string;
+}
+
+/** A budget: cost in US dollars, tokens (input + output). */
+export interface Budget {
+  maxCostUsd?: number;
+  maxTokens?: number;
 }
 
 /** The outcome of the start script. */
 export type StartResult =
-  | { kind: 'task'; fence: string; task: TaskRecord; notes: string[]; agentSession?: string }
+  | { kind: 'task'; fence: string; task: TaskRecord; notes: string[]; agentSession?: string; budgetUsd?: number }
   | { kind: 'held'; state: string }
   | { kind: 'discarded' }
   | { kind: 'note' }
@@ -62,6 +76,32 @@ export interface IdleProbe {
 /** What a heartbeat learned: the lease is renewed, lost, or renewed with a stop requested. */
 export type HeartbeatResult = 'alive' | 'lost' | 'stop';
 
+/**
+ * `durability: 'replicated'`: each state-changing script is followed, in the same round trip,
+ * by `WAIT <replicas> <timeoutMs>`.
+ */
+export interface WriteReplication {
+  replicas: number;
+  timeoutMs: number;
+}
+
+/**
+ * Writes a worker (or a sweeper, or discovery) makes for itself. With `durability:
+ * 'replicated'`, one that no replica confirmed in time is reported, not thrown: the worker
+ * carries on. Every other write is a caller's, and rejects. (Heartbeats do not wait at all: a
+ * lost renewal only shortens a lease.)
+ */
+const WORKER_WRITES: ReadonlySet<ScriptName> = new Set<ScriptName>([
+  'registerWorker',
+  'releaseWorker',
+  'start',
+  'finish',
+  'retry',
+  'sweep',
+  'backlogAutoClaim',
+  'adopt',
+]);
+
 /** Agents and tasks listed per adopt script run. */
 const ADOPT_BATCH = 500;
 
@@ -77,12 +117,22 @@ export interface StatusSnapshot {
 
 export class Repository {
   readonly keys: Keys;
+  /** The town's budget, checked by every start of this process's workers. */
+  townBudget: Budget = {};
+
+  /**
+   * Where a worker's write that no replica confirmed is reported (`durability: 'replicated'`):
+   * the worker carries on, see {@link WriteReplication}.
+   */
+  onUnconfirmed: (err: ReplicationTimeoutError) => void = () => undefined;
 
   constructor(
     readonly connections: Connections,
     prefix: string,
     private readonly eventsMaxLen: number,
     layout: KeyLayout = 'cluster',
+    /** `durability: 'replicated'`: how many replicas must confirm each write, and how long to wait. */
+    private readonly replication?: WriteReplication,
   ) {
     this.keys = new Keys(prefix, layout);
   }
@@ -102,7 +152,33 @@ export class Repository {
 
   /** Runs a script with the common ARGV head; `now` becomes the records' timestamps. */
   private runAt(now: Date, name: ScriptName, ...args: (string | number)[]): Promise<ScriptReply> {
-    return runScript(this.redis, name, this.keys.events, [this.keys.prefix, nowIso(now), now.getTime(), this.eventsMaxLen], args);
+    const head = [this.keys.prefix, nowIso(now), now.getTime(), this.eventsMaxLen];
+    if (this.replication === undefined || READ_ONLY_SCRIPTS.has(name) || name === 'heartbeat') {
+      return runScript(this.redis, name, this.keys.events, head, args);
+    }
+    return this.runReplicated(name, head, args, this.replication);
+  }
+
+  /**
+   * A write and its `WAIT` in one round trip (see `runScriptAndWait`). Unconfirmed, a caller's
+   * write rejects with ReplicationTimeoutError; a worker's write is taken as done (it stands on
+   * the primary) and reported, as its loss in a failover is outlived by the lease and fencing
+   * machinery: a lost start or finish means the task runs again (at-least-once).
+   */
+  private async runReplicated(
+    name: ScriptName,
+    head: (string | number)[],
+    args: (string | number)[],
+    { replicas, timeoutMs }: WriteReplication,
+  ): Promise<ScriptReply> {
+    const { reply, confirmed } = await runScriptAndWait(this.redis, name, this.keys.events, head, args, replicas, timeoutMs);
+    if (confirmed >= replicas) return reply;
+    const err = new ReplicationTimeoutError(
+      `${confirmed} of ${replicas} replica(s) confirmed the ${name} write within ${timeoutMs} ms (replicaTimeoutMs). It is applied on the primary and survives unless the primary fails before a replica copies it; it was not retried. Check the replicas (INFO replication: connected_slaves) — durability 'replicated' needs ${replicas} connected.`,
+    );
+    if (!WORKER_WRITES.has(name)) throw err;
+    this.onUnconfirmed(err);
+    return reply;
   }
 
   // ── agents ──────────────────────────────────────────────────────────────────────────────
@@ -120,6 +196,9 @@ export class Repository {
       reg.claimBacklog ? '1' : '0',
       reg.initialState,
       reg.maxAttempts ?? '',
+      reg.maxCostUsd ?? '',
+      reg.maxTokens ?? '',
+      reg.worktree ?? '',
     );
     if (status === STATUS.AGENT_EXISTS) {
       throw new AgentExistsError(
@@ -255,7 +334,7 @@ export class Repository {
     input: TaskInput,
     agentId: string | undefined,
     from = SUPERVISOR_ID,
-  ): Promise<{ id: string; at: Date; maxAttempts: number }> {
+  ): Promise<{ id: string; at: Date; maxAttempts: number; state: TaskState; error?: string }> {
     const taskId = randomUUID();
     const at = new Date();
     const priority: Priority = input.priority ?? 'normal';
@@ -263,7 +342,7 @@ export class Repository {
       agentId === undefined
         ? ''
         : encodeMessage({ from, to: agentId, type: 'task_assign', taskId, priority }).json;
-    const [status, maxAttempts] = await this.runAt(
+    const [status, maxAttempts, state, error] = await this.runAt(
       at,
       'assign',
       taskId,
@@ -275,9 +354,27 @@ export class Repository {
       input.timeoutMs ?? '',
       input.parentId ?? '',
       message,
+      input.group ?? '',
+      input.dependsOn !== undefined && input.dependsOn.length > 0 ? JSON.stringify(input.dependsOn) : '',
+      input.onDependencyFailure === 'run' ? 'run' : '',
+      input.maxCostUsd ?? '',
+      input.maxTokens ?? '',
     );
     if (status === STATUS.AGENT_NOT_FOUND) throw this.agentGone(agentId ?? '');
-    return { id: taskId, at, maxAttempts: Number(maxAttempts) };
+    if (status === STATUS.INVALID_DEPENDENCY) {
+      throw new InvalidArgumentError(
+        state === 'self'
+          ? `A task cannot depend on itself (${String(maxAttempts)}).`
+          : `dependsOn names ${String(maxAttempts)}, which is no task of this town: a dependency must exist when the task is created (it may have expired after the retention period).`,
+      );
+    }
+    return {
+      id: taskId,
+      at,
+      maxAttempts: Number(maxAttempts),
+      state: String(state) as TaskState,
+      ...(typeof error === 'string' && error !== '' && { error }),
+    };
   }
 
   async getTask(taskId: string): Promise<TaskRecord> {
@@ -316,10 +413,42 @@ export class Repository {
     return state as TaskState;
   }
 
+  // ── an agent's own actions (town tools its worker serves), fenced by its run ────────────
+
+  /** The agent completes or fails its running task; see settle-fenced.lua. */
+  async settleFenced(agentId: string, taskId: string, fence: string, outcome: 'completed' | 'failed', text: string): Promise<void> {
+    const [status, state] = await this.run('settleFenced', agentId, taskId, fence, outcome, text, randomUUID());
+    if (status === STATUS.TASK_NOT_FOUND) throw new TaskNotFoundError(`No task ${taskId} in this town.`);
+    if (status === STATUS.STALE_FENCE) {
+      throw new InvalidTransitionError(
+        `Task ${taskId} is no longer this agent's current run (state ${String(state)}): it was handed back, reclaimed or reassigned, so its outcome is not the agent's to record.`,
+      );
+    }
+    if (status === STATUS.INVALID_TRANSITION) {
+      throw new InvalidTransitionError(`Task ${taskId} is already ${String(state)}; it cannot become ${outcome}.`);
+    }
+  }
+
+  /** A `task.progress` event for the agent's running task; see progress.lua. */
+  async reportProgress(agentId: string, taskId: string, fence: string, message: string, percent?: number): Promise<void> {
+    const [status, state] = await this.run('progress', agentId, taskId, fence, message, percent ?? '');
+    if (status === STATUS.TASK_NOT_FOUND) throw new TaskNotFoundError(`No task ${taskId} in this town.`);
+    if (status === STATUS.STALE_FENCE) {
+      throw new InvalidTransitionError(`Task ${taskId} is no longer this agent's current run (state ${String(state)}): progress is not recorded.`);
+    }
+  }
+
+  /** Notes (info messages, acks) stored for an agent's next prompt, oldest first. */
+  async notes(agentId: string): Promise<Message[]> {
+    const raw = await this.redis.lrange(this.keys.notes(agentId), 0, -1);
+    return raw.map(decodeMessage).filter((m): m is Message => m !== undefined);
+  }
+
   // ── worker transitions ──────────────────────────────────────────────────────────────────
 
   async start(workerId: string, agentId: string, entry: string, maxNotes: number): Promise<StartResult> {
-    return this.decodeStart(await this.run('start', workerId, agentId, entry, maxNotes));
+    const { maxCostUsd, maxTokens } = this.townBudget;
+    return this.decodeStart(await this.run('start', workerId, agentId, entry, maxNotes, maxCostUsd ?? '', maxTokens ?? ''));
   }
 
   private decodeStart(reply: readonly unknown[]): StartResult {
@@ -333,6 +462,7 @@ export class Repository {
           task: decodeTask(key + (fields.id ?? ''), fields),
           notes: (reply[3] as string[]) ?? [],
           ...(reply[4] ? { agentSession: String(reply[4]) } : {}),
+          ...(reply[5] && Number(reply[5]) > 0 ? { budgetUsd: Number(reply[5]) } : {}),
         };
       }
       case 2:
@@ -376,6 +506,8 @@ export class Repository {
       randomUUID(),
       args.fetchNext ? '1' : '0',
       args.fetchNext?.maxNotes ?? 0,
+      this.townBudget.maxCostUsd ?? '',
+      this.townBudget.maxTokens ?? '',
     );
     const result: FinishResult =
       status === STATUS.STALE_FENCE
@@ -404,8 +536,8 @@ export class Repository {
     attempt: number;
     error: string;
     usage?: TaskUsage;
-  }): Promise<{ attempts: number } | { stop: FinishResult }> {
-    const [status, detail] = await this.run(
+  }): Promise<{ attempts: number; budgetUsd?: number } | { stop: FinishResult } | { budget: string }> {
+    const [status, detail, left] = await this.run(
       'retry',
       args.workerId,
       args.agentId,
@@ -414,11 +546,14 @@ export class Repository {
       args.error,
       args.usage ? JSON.stringify(args.usage) : '',
       args.attempt,
+      this.townBudget.maxCostUsd ?? '',
+      this.townBudget.maxTokens ?? '',
     );
     if (status === STATUS.STALE_FENCE) return { stop: 'stale' };
     if (status === STATUS.SUPERSEDED) return { stop: 'superseded' };
     if (status === STATUS.TASK_NOT_FOUND) return { stop: 'missing' };
-    return { attempts: Number(detail) };
+    if (status === 2) return { budget: String(detail) };
+    return { attempts: Number(detail), ...(left && Number(left) > 0 ? { budgetUsd: Number(left) } : {}) };
   }
 
   async sweep(retentionMs: number, batch: number): Promise<{ lost: number; expired: number }> {
@@ -429,6 +564,37 @@ export class Repository {
   /** One sweep per interval per town, whichever process gets there first. */
   async takeSweepTurn(ms: number): Promise<boolean> {
     return (await this.redis.set(this.keys.sweepLock, String(process.pid), 'PX', ms, 'NX')) === 'OK';
+  }
+
+  // ── task groups ─────────────────────────────────────────────────────────────────────────
+
+  /** Adds existing tasks to a group; returns how many joined. */
+  async groupAdd(name: string, taskIds: readonly string[]): Promise<number> {
+    const [status, detail, other] = await this.run('groupAdd', name, JSON.stringify(taskIds));
+    if (status === STATUS.TASK_NOT_FOUND) throw new TaskNotFoundError(`No task ${String(detail)} in this town: nothing was added to group ${name}.`);
+    if (status === STATUS.GROUP_CONFLICT) {
+      throw new InvalidArgumentError(`Task ${String(detail)} belongs to group ${String(other)} already (a task is in one group at most): nothing was added to group ${name}.`);
+    }
+    return Number(detail);
+  }
+
+  /** A group's tasks counted by state, in one round trip. */
+  async groupProgress(name: string): Promise<{ total: number; counts: Record<TaskState, number> }> {
+    const reply = (await this.run('groupProgress', name)) as unknown as number[];
+    const [total = 0, pending = 0, assigned = 0, running = 0, completed = 0, failed = 0, cancelled = 0] = reply.map(Number);
+    return { total, counts: { pending, assigned, running, completed, failed, cancelled } };
+  }
+
+  /** A group's tasks, in the order they joined (those removed after retention are skipped). */
+  async groupTasks(name: string): Promise<TaskRecord[]> {
+    const ids = await this.redis.zrange(this.keys.groupTasks(name), '0', '-1');
+    const replies = await Promise.all(ids.map((id) => this.redis.hgetall(this.keys.task(id))));
+    const tasks: TaskRecord[] = [];
+    replies.forEach((reply, i) => {
+      const fields = toFields(reply);
+      if (Object.keys(fields).length > 0) tasks.push(decodeTask(this.keys.task(ids[i]!), fields));
+    });
+    return tasks;
   }
 
   // ── backlog and messages ────────────────────────────────────────────────────────────────
@@ -446,7 +612,7 @@ export class Repository {
   }
 
   async autoClaim(agentId: string): Promise<string | undefined> {
-    const [status, taskId] = await this.run('backlogAutoClaim', agentId, randomUUID());
+    const [status, taskId] = await this.run('backlogAutoClaim', agentId, randomUUID(), this.townBudget.maxCostUsd ?? '', this.townBudget.maxTokens ?? '');
     return status === 1 ? String(taskId) : undefined;
   }
 
@@ -528,12 +694,17 @@ export class Repository {
   /** Keys of hashes matching `pattern`, by SCAN (incremental; never blocks the server). */
   private async scanHashes(pattern: string): Promise<string[]> {
     const keys = new Set<string>();
-    let cursor = '0';
-    do {
-      const [next, batch] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000, 'TYPE', 'hash');
-      for (const key of batch) keys.add(key);
-      cursor = next;
-    } while (cursor !== '0');
+    // SCAN walks one server's keyspace: on a Cluster, every primary's.
+    const client = this.redis as RedisClient;
+    const nodes: Redis[] = isClusterClient(client) ? client.nodes('master') : [this.redis];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, batch] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000, 'TYPE', 'hash');
+        for (const key of batch) keys.add(key);
+        cursor = next;
+      } while (cursor !== '0');
+    }
     return [...keys];
   }
 

@@ -14,15 +14,19 @@ import backlogClaim from './lua/backlog-claim.lua';
 import backlogRemove from './lua/backlog-remove.lua';
 import control from './lua/control.lua';
 import finish from './lua/finish.lua';
+import groupAdd from './lua/group-add.lua';
+import groupProgress from './lua/group-progress.lua';
 import heartbeat from './lua/heartbeat.lua';
 import idle from './lua/idle.lua';
 import lib from './lua/lib.lua';
+import progress from './lua/progress.lua';
 import registerWorker from './lua/register-worker.lua';
 import releaseWorker from './lua/release-worker.lua';
 import removeAgent from './lua/remove-agent.lua';
 import retry from './lua/retry.lua';
 import send from './lua/send.lua';
 import settle from './lua/settle.lua';
+import settleFenced from './lua/settle-fenced.lua';
 import spawn from './lua/spawn.lua';
 import start from './lua/start.lua';
 import status from './lua/status.lua';
@@ -36,14 +40,18 @@ const SOURCES = {
   backlogRemove,
   control,
   finish,
+  groupAdd,
+  groupProgress,
   heartbeat,
   idle,
+  progress,
   registerWorker,
   releaseWorker,
   removeAgent,
   retry,
   send,
   settle,
+  settleFenced,
   spawn,
   start,
   status,
@@ -64,6 +72,8 @@ export const STATUS = {
   NOT_IN_BACKLOG: -8,
   AGENT_EXISTS: -9,
   WORKER_LOST: -10,
+  INVALID_DEPENDENCY: -11,
+  GROUP_CONFLICT: -12,
 } as const;
 
 /** A script reply: status first, then script-specific values. */
@@ -108,4 +118,53 @@ export function runScript(
   const fn = (client as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
   if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
   return fn.call(client, eventsKey, ...head, ...args);
+}
+
+/**
+ * Scripts whose header says `(read-only)` (`-- <name> v<version> (read-only):`): they write
+ * nothing, so `durability: 'replicated'` waits for no replica after them.
+ */
+export const READ_ONLY_SCRIPTS: ReadonlySet<ScriptName> = new Set(
+  (Object.keys(SOURCES) as ScriptName[]).filter((name) => /^-- [a-z-]+ v\d+ \(read-only\)/.test(SOURCES[name])),
+);
+
+/** A script's reply, and whether enough replicas confirmed it. */
+export interface ReplicatedReply {
+  reply: ScriptReply;
+  /** Replicas that confirmed the write (0 when it cannot be told: see {@link runScriptAndWait}). */
+  confirmed: number;
+}
+
+/**
+ * Runs a script followed by `WAIT <replicas> <timeoutMs>` in one pipeline: one round trip, and
+ * the WAIT is answered once `replicas` replicas hold everything this connection wrote, the
+ * script included (or at the timeout, with how many do). `CLIENT ID` before and after prove
+ * that all of it ran on one connection: ioredis re-sends commands cut off by a reconnect (a
+ * failover) on the new connection, where a lone WAIT would confirm nothing of the script.
+ * A script error rejects as from {@link runScript}. (One gap: a script the server no longer
+ * caches — SCRIPT FLUSH on a live connection — is re-sent by ioredis after the WAIT.)
+ */
+export async function runScriptAndWait(
+  client: Redis,
+  name: ScriptName,
+  eventsKey: string,
+  head: readonly (string | number)[],
+  args: readonly (string | number)[],
+  replicas: number,
+  timeoutMs: number,
+): Promise<ReplicatedReply> {
+  const pipeline = client.pipeline();
+  const fn = (pipeline as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
+  if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
+  pipeline.client('ID');
+  fn.call(pipeline, eventsKey, ...head, ...args);
+  pipeline.wait(replicas, timeoutMs);
+  pipeline.client('ID');
+  const results = (await pipeline.exec()) ?? [];
+  const [before, script, waited, after] = results;
+  if (script === undefined) throw new Error(`script ${name}: no reply in its pipeline`);
+  if (script[0]) throw script[0];
+  const sameConnection = !before?.[0] && !after?.[0] && before?.[1] !== undefined && before[1] === after?.[1];
+  const confirmed = sameConnection && !waited?.[0] ? Number(waited?.[1] ?? 0) : 0;
+  return { reply: script[1] as ScriptReply, confirmed };
 }

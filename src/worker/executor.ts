@@ -10,8 +10,10 @@ import { dirname, join } from 'node:path';
 import type { TaskContext, TaskHandler } from '../agent.js';
 import { decodeMessage, type Message } from '../message.js';
 import { runCli, type CliDefinition } from '../runner/cli.js';
-import { withSession } from '../runner/presets.js';
+import type { ToolHost } from '../mcp/host.js';
+import { withBudget, withSession } from '../runner/presets.js';
 import type { ProcessRunner } from '../runner/process-runner.js';
+import { isSecretEnv } from '../store/connection.js';
 import type { TaskRecord, TaskUsage } from '../task.js';
 
 /** The outcome of one run. */
@@ -32,10 +34,14 @@ export interface RunContext extends Omit<TaskContext, 'log' | 'messages' | 'repo
   notes: Message[];
   /** The CLI session of the agent's previous task, to continue it. */
   agentSession?: string;
+  /** The smallest cost budget left (task, agent, town) in US dollars, when any applies. */
+  budgetUsd?: number;
   logFile: string;
   /** The timeout that applies (task's own, else the agent's). */
   timeoutMs?: number;
   taskEnv: Record<string, string>;
+  /** The run's claim (fencing token), for what the agent does through its town tools. */
+  fence?: string;
 }
 
 /** Runs one task. Never throws: every failure is an outcome. */
@@ -44,7 +50,7 @@ export type Executor = (task: TaskRecord, context: RunContext) => Promise<RunOut
 /** Wraps an in-process handler: its value is the result, its rejection the error. */
 export function handlerExecutor(run: TaskHandler): Executor {
   return async (task, context) => {
-    const { notes, logFile, timeoutMs, taskEnv: _env, ...rest } = context;
+    const { notes, logFile, timeoutMs, taskEnv: _env, budgetUsd: _budget, fence: _fence, ...rest } = context;
     // The worker's signal serves as is; a timeout needs a signal of its own that also follows it.
     const signal = timeoutMs === undefined ? context.signal : AbortSignal.any([context.signal, AbortSignal.timeout(timeoutMs)]);
     const log = (line: string): void => {
@@ -91,20 +97,30 @@ export function cliExecutor(options: {
   env?: Record<string, string>;
   stallMs?: number;
   continueSession?: boolean;
+  /** Town tools over MCP for each run (agents with `tools`). */
+  tools?: ToolHost;
 }): Executor {
   return async (task, context) => {
+    const session = sessionDefinition(options.definition, options.continueSession === true ? context.agentSession : undefined);
+    const definition = context.budgetUsd === undefined ? session : (withBudget(session, context.budgetUsd) ?? session);
+    let tools;
+    try {
+      tools = await options.tools?.open(task, context, definition);
+    } catch (err) {
+      return { ok: false, text: `could not open the agent's town tools: ${describeError(err)}` };
+    }
     const result = await runCli({
-      definition: sessionDefinition(options.definition, options.continueSession === true ? context.agentSession : undefined),
+      definition: tools?.definition ?? definition,
       prompt: buildPrompt(task, options.instructions, context.notes),
       cwd: options.cwd ?? options.root,
-      env: { ...childEnvironment(), ...options.env, ...context.taskEnv },
+      env: { ...childEnvironment(), ...options.env, ...context.taskEnv, ...tools?.env },
       logFile: context.logFile,
       promptDir: join(options.root, '.tt', 'prompts'),
       runner: options.runner,
       signal: context.signal,
       ...(context.timeoutMs !== undefined && { timeoutMs: context.timeoutMs }),
       ...(options.stallMs !== undefined && { stallMs: options.stallMs }),
-    });
+    }).finally(() => tools?.close());
     const spent = { usage: result.usage, sessionId: result.sessionId };
     return result.ok
       ? { ok: true, text: result.text, ...spent }
@@ -145,12 +161,15 @@ export function parseNotes(raw: readonly string[]): Message[] {
   return raw.map(decodeMessage).filter((m): m is Message => m !== undefined);
 }
 
-/** Variables that could hand the agent our Redis credentials never reach its process. */
+/**
+ * Variables that could hand the agent our Redis credentials never reach its process: these, and
+ * any a town was told holds its password (`passwordEnv`).
+ */
 const WITHHELD_ENV = /^(REDIS_URL|REDIS_PASSWORD|REDISCLI_AUTH|TINYTOWN_REDIS_.*)$/;
 
 function childEnvironment(): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !WITHHELD_ENV.test(k)) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !WITHHELD_ENV.test(k) && !isSecretEnv(k)) env[k] = v;
   return env;
 }
 

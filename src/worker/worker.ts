@@ -135,7 +135,7 @@ export class Worker {
     // Backlog arrivals name no agent: only a claiming worker listens to every event.
     const all = this.settings.claimBacklog
       ? reader.subscribe((event) => {
-          if (event.type === 'backlog.added') this.onEvent(event);
+          if (entersBacklog(event)) this.onEvent(event);
         })
       : undefined;
     this.unsubscribe = () => {
@@ -207,7 +207,7 @@ export class Worker {
       this.interrupt('cancelled');
       return;
     }
-    if (event.type === 'backlog.added' && this.settings.claimBacklog && !this.current && !this.stopping) {
+    if (entersBacklog(event) && this.settings.claimBacklog && !this.current && !this.stopping) {
       void this.deps.repo.autoClaim(agent.id).catch(this.deps.report);
       return;
     }
@@ -295,7 +295,7 @@ export class Worker {
 
   /** Runs one started task and records its outcome; returns the next task when finish started one. */
   private async execute(entry: string, started: StartResult & { kind: 'task' }): Promise<Claimed | undefined> {
-    const { fence, task, agentSession } = started;
+    const { fence, task, agentSession, budgetUsd } = started;
     const notes = parseNotes(started.notes);
     const { town, agent, root, repo } = this.deps;
     const controller = new AbortController();
@@ -309,8 +309,10 @@ export class Worker {
       attempt: task.attempts,
       notes,
       ...(agentSession !== undefined && { agentSession }),
+      ...(budgetUsd !== undefined && { budgetUsd }),
       logFile: join(root, '.tt', 'logs', agent.name, `${task.id}.log`),
       ...(timeoutMs !== undefined && { timeoutMs }),
+      fence,
       taskEnv: {
         TINYTOWN_TOWN: town.name,
         TINYTOWN_AGENT_ID: agent.id,
@@ -368,9 +370,16 @@ export class Worker {
         }),
       );
       if ('stop' in recorded) return { ...outcome, usage: undefined }; // settled elsewhere: finish says so
+      // Its own budget is spent (the usage is recorded): fail it with both reasons, no retry.
+      if ('budget' in recorded) return { ok: false, text: `${recorded.budget}; not retried after: ${outcome.text}`, usage: undefined };
       attempts = recorded.attempts;
       if (!(await backoff(this.settings.retryDelayMs, attempts - 1, run.controller.signal))) return { ...outcome, usage: undefined };
-      outcome = await this.runExecutor({ ...task, attempts }, { ...context, attempt: attempts });
+      // The next run gets what is left of its budget now (the CLI's own flag), not what was left at the start.
+      const { budgetUsd: _spent, ...rest } = context;
+      outcome = await this.runExecutor(
+        { ...task, attempts },
+        { ...rest, attempt: attempts, ...(recorded.budgetUsd !== undefined && { budgetUsd: recorded.budgetUsd }) },
+      );
     }
     return outcome;
   }
@@ -469,6 +478,15 @@ export class Worker {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * Events that put a task in the backlog: an addition, or the work of a lost worker whose agent
+ * has no other (`task.reclaimed` to the backlog, e.g. a host cut off): another host's agent
+ * that takes backlog work picks it up at once.
+ */
+function entersBacklog(event: TownEvent): boolean {
+  return event.type === 'backlog.added' || (event.type === 'task.reclaimed' && event.data.to === 'backlog');
 }
 
 /** Waits `base * 2^(n-1)` ms (±20 %, at most a minute); resolves false if aborted first. */

@@ -171,6 +171,11 @@ export interface WorkerProcessOptions {
   closeGraceMs?: number;
   /** Wait for `ready` (default true). */
   waitReady?: boolean;
+  /**
+   * A command the worker runs under, e.g. `['ip', 'netns', 'exec', 'host-a']` to run it on
+   * another "host" (a network namespace). It must exec the worker, so the pid stays the worker's.
+   */
+  launcher?: readonly string[];
 }
 
 const processes = new Set<ChildProcess>();
@@ -190,7 +195,8 @@ export function killAllWorkerProcesses(): void {
 
 /** Starts a worker process and (by default) waits until its worker is attached. */
 export async function startWorkerProcess(options: WorkerProcessOptions): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [FIXTURE], {
+  const [command, ...prefix] = [...(options.launcher ?? []), process.execPath];
+  const child = spawn(command!, [...prefix, FIXTURE], {
     env: {
       ...process.env,
       TT_DIST: options.dist,

@@ -25,9 +25,19 @@ try {
     .split('\n')
     .filter(Boolean)
     .map((f) => f.replace(/^package\//, ''));
-  const required = ['package.json', 'README.md', 'LICENSE', 'dist/THIRD-PARTY-LICENSES.txt', 'dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/index.d.cts'];
+  const required = [
+    'package.json',
+    'README.md',
+    'LICENSE',
+    'dist/THIRD-PARTY-LICENSES.txt',
+    ...['index', 'mcp'].flatMap((entry) => [`dist/${entry}.js`, `dist/${entry}.cjs`, `dist/${entry}.d.ts`, `dist/${entry}.d.cts`]),
+    'dist/mcp-server.js', // tinytown/mcp's server, which workers hand to agents' CLIs by path
+  ];
   const missing = required.filter((f) => !files.includes(f));
-  const unexpected = files.filter((f) => !required.includes(f) && !/^dist\/index\.c?js\.map$/.test(f));
+  // Source maps; the server script's CommonJS twin and empty declarations (tsup builds every
+  // entry in both formats); declaration chunks shared by the entries.
+  const extra = /^dist\/((index|mcp|mcp-server)\.c?js\.map|mcp-server\.(cjs|d\.c?ts)|[\w-]+-[\w-]{8}\.d\.c?ts)$/;
+  const unexpected = files.filter((f) => !required.includes(f) && !extra.test(f));
   if (missing.length > 0 || unexpected.length > 0) {
     throw new Error(`tarball contents: missing [${missing.join(', ')}], unexpected [${unexpected.join(', ')}]`);
   }
@@ -38,11 +48,16 @@ try {
   const manifest = JSON.parse(await readFile(join(work, 'package', 'package.json'), 'utf8'));
   const allowed = new Set([...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]);
   const builtins = new Set(builtinModules);
+  const requirePattern = /\brequire\(\s*["']([^"'./][^"']*)["']\s*\)/g;
+  // static imports (esbuild writes them at the start of a line), dynamic imports, and the
+  // require shim esbuild emits for CommonJS code bundled into ESM
+  const importPattern = /^import\s[^;]*?["']([^"'./][^"']*)["'];|\bimport\(\s*["']([^"'./][^"']*)["']\s*\)|\b__require\(\s*["']([^"'./][^"']*)["']\s*\)/gm;
   for (const [file, pattern] of [
-    ['dist/index.cjs', /\brequire\(\s*["']([^"'./][^"']*)["']\s*\)/g],
-    // static imports (esbuild writes them at the start of a line), dynamic imports, and the
-    // require shim esbuild emits for CommonJS code bundled into ESM
-    ['dist/index.js', /^import\s[^;]*?["']([^"'./][^"']*)["'];|\bimport\(\s*["']([^"'./][^"']*)["']\s*\)|\b__require\(\s*["']([^"'./][^"']*)["']\s*\)/gm],
+    ['dist/index.cjs', requirePattern],
+    ['dist/index.js', importPattern],
+    ['dist/mcp.cjs', requirePattern],
+    ['dist/mcp.js', importPattern],
+    ['dist/mcp-server.js', importPattern],
   ]) {
     // Comment lines are left out: esbuild keeps TSDoc, whose examples mention require('tinytown').
     const code = (await readFile(join(work, 'package', file), 'utf8'))
@@ -53,7 +68,10 @@ try {
     const packages = [...loaded].map((s) => (s.startsWith('@') ? s.split('/').slice(0, 2).join('/') : s.split('/')[0]));
     const stray = packages.filter((p) => !p.startsWith('node:') && !builtins.has(p) && !allowed.has(p));
     if (stray.length > 0) throw new Error(`${file} loads ${stray.join(', ')}, which is not a dependency (bundle it, or declare it)`);
-    console.log(`  ok  ${file} loads only built-ins and dependencies (${packages.filter((p) => allowed.has(p)).sort().join(', ')})`);
+    console.log(`  ok  ${file} loads only built-ins and dependencies (${[...new Set(packages.filter((p) => allowed.has(p)))].sort().join(', ')})`);
+    // The main entry must work without the optional peer (@modelcontextprotocol/sdk).
+    const optional = Object.keys(manifest.peerDependenciesMeta ?? {}).filter((p) => manifest.peerDependenciesMeta[p].optional);
+    if (file.startsWith('dist/index.') && packages.some((p) => optional.includes(p))) throw new Error(`${file} loads an optional peer dependency`);
   }
 
   // 3, 4. the linters, on the tarball itself

@@ -8,6 +8,9 @@
 //       cjs/  "type": "commonjs", `require` (dist/index.cjs), with require(esm) turned off where
 //             Node has it, as on Node 20 before 20.19; also checks `instanceof` across the
 //             CJS and ESM copies of the package;
+//   - tinytown/mcp: loads it (ESM import, CJS require); in the ESM project, an agent with town
+//     tools whose CLI (a small script) connects to the server the worker hands it — the
+//     installed dist/mcp-server.js, run by path — with the MCP SDK's client, and calls a tool;
 //   - type-checks a TypeScript consumer with `tsc --noEmit` (skipLibCheck off, so the shipped
 //     declarations are checked too), and asserts which declaration file it resolved:
 //       esm/  module/moduleResolution nodenext                     → dist/index.d.ts
@@ -68,6 +71,49 @@ await main();
 console.log('esm: connected, ran a task on an in-process agent, instanceof holds');
 `;
 
+/** ESM only: an agent's CLI that talks back through tinytown/mcp's server, as installed. */
+const MCP_SMOKE = `import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stopManagedRedis, Town } from 'tinytown';
+import { TOOL_NAMES } from 'tinytown/mcp';
+
+const dir = process.argv[2];
+const agentCli = join(dir, '..', 'agent-cli.mjs');
+writeFileSync(agentCli, \`
+import { readFileSync } from 'node:fs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+for await (const _ of process.stdin);
+const server = JSON.parse(readFileSync(process.argv[process.argv.indexOf('--mcp-config') + 1], 'utf8')).mcpServers.tinytown;
+const client = new Client({ name: 'smoke-agent', version: '1' });
+await client.connect(new StdioClientTransport(server));
+const { tools } = await client.listTools();
+const status = await client.callTool({ name: 'town_status', arguments: {} });
+await client.close();
+console.log(JSON.stringify({ script: server.args[0], tools: tools.map((t) => t.name), status: JSON.parse(status.content[0].text) }));
+\`);
+assert.equal(TOOL_NAMES.length, 9);
+const town = await Town.connect(dir, { name: '${townPrefix}-mcp' });
+try {
+  const agent = await town.spawnAgent('talker', {
+    cli: { command: process.execPath, args: [agentCli], prompt: 'stdin', mcpArgs: ['--mcp-config', '{mcpConfig}'] },
+    tools: ['town_status', 'report_progress'],
+  });
+  const task = await agent.assign('say hello to the town');
+  const record = await town.waitForTask(task.id, { timeoutMs: 30000 });
+  assert.equal(record.state, 'completed', record.error);
+  const seen = JSON.parse(record.result);
+  assert.match(seen.script, /node_modules\\/tinytown\\/dist\\/mcp-server\\.js$/);
+  assert.deepEqual(seen.tools, ['town_status', 'report_progress']);
+  assert.equal(seen.status.you.agent, 'talker');
+} finally {
+  await town.close();
+  if (!process.env.REDIS_URL) await stopManagedRedis(dir);
+}
+console.log('esm: an agent CLI reached its town tools through the installed dist/mcp-server.js');
+`;
+
 const CJS_SMOKE = `'use strict';
 const { AgentNotFoundError, stopManagedRedis, Task, TimeoutError, TinytownError, Town, waitForIdle } = require('tinytown');
 
@@ -78,6 +124,9 @@ main().then(
     // The dual-package hazard: an application can load both copies. Errors must still match.
     const esm = await import('tinytown');
     const assert = require('node:assert/strict');
+    const mcp = require('tinytown/mcp');
+    assert.equal(typeof mcp.createTownMcpServer, 'function', 'tinytown/mcp loads with require()');
+    assert.deepEqual(mcp.TOOL_NAMES, esm.TOOL_NAMES);
     assert.notEqual(esm.Town, Town, 'import() loads the ESM copy');
     assert.ok(caught instanceof esm.AgentNotFoundError, 'a CJS error is instanceof the ESM class');
     console.log('cjs: connected, ran a task on an in-process agent, instanceof holds (also across the ESM copy); require(esm) ' +
@@ -128,6 +177,22 @@ export async function main(): Promise<TownStatus> {
 }
 `;
 
+/** tinytown/mcp's types (node16/nodenext resolution: the MCP SDK itself has no node10 types). */
+const CONSUMER_MCP_TS = `import { createTownMcpServer, TOOL_NAMES, type TownMcpServer, type TownMcpServerOptions } from 'tinytown/mcp';
+import type { AgentOptions, ToolName } from 'tinytown';
+
+export async function serve(options: TownMcpServerOptions): Promise<TownMcpServer> {
+  const reviewer: ToolName[] = TOOL_NAMES.filter((t) => t !== 'assign_task');
+  const agent: AgentOptions = { cli: 'claude', tools: reviewer };
+  // @ts-expect-error unknown tool names do not compile
+  const wrong: AgentOptions = { cli: 'claude', tools: ['send_mail'] };
+  console.log(agent, wrong);
+  const town = await createTownMcpServer(options);
+  console.log(town.scope.agent.name, town.scope.tools);
+  return town;
+}
+`;
+
 /** CommonJS-only syntax: \`import = require\` resolves through the "require" condition. */
 const CONSUMER_REQUIRE_TS = `import tinytown = require('tinytown');
 
@@ -151,8 +216,10 @@ const projects = [
     type: 'module',
     files: {
       'smoke.js': ESM_SMOKE,
+      'mcp-smoke.js': MCP_SMOKE,
       'consumer.ts': CONSUMER_TS,
-      'tsconfig.json': TSCONFIG({ module: 'nodenext', moduleResolution: 'nodenext' }, ['consumer.ts']),
+      'consumer-mcp.ts': CONSUMER_MCP_TS,
+      'tsconfig.json': TSCONFIG({ module: 'nodenext', moduleResolution: 'nodenext' }, ['consumer.ts', 'consumer-mcp.ts']),
     },
     typecheck: [{ config: 'tsconfig.json', expect: 'dist/index.d.ts' }],
   },
@@ -163,7 +230,11 @@ const projects = [
       'smoke.js': CJS_SMOKE,
       'consumer.ts': CONSUMER_TS,
       'consumer-require.ts': CONSUMER_REQUIRE_TS,
+      'consumer-mcp.ts': CONSUMER_MCP_TS,
       'tsconfig.json': TSCONFIG({ module: 'node16', moduleResolution: 'node16' }, ['consumer.ts', 'consumer-require.ts']),
+      // skipLibCheck on: the MCP SDK's own CommonJS declarations do not check under node16
+      // (TS1541 in its validation/types.d.ts); the consumer is still checked against our types.
+      'tsconfig.mcp.json': TSCONFIG({ module: 'node16', moduleResolution: 'node16', skipLibCheck: true }, ['consumer-mcp.ts']),
       'tsconfig.legacy.json': TSCONFIG({ module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true }, [
         'consumer.ts',
         'consumer-require.ts',
@@ -171,6 +242,7 @@ const projects = [
     },
     typecheck: [
       { config: 'tsconfig.json', expect: 'dist/index.d.cts' },
+      { config: 'tsconfig.mcp.json', expect: 'dist/index.d.cts' },
       { config: 'tsconfig.legacy.json', expect: 'dist/index.d.ts' },
     ],
   },
@@ -182,7 +254,8 @@ let failed = false;
 try {
   const tarball = await packTarball(work);
   console.log(`tarball: ${tarball}`);
-  const devTools = [`typescript@${version('typescript')}`, `@types/node@${version('@types/node')}`];
+  // The MCP SDK is tinytown's optional peer: an application that uses tinytown/mcp installs it.
+  const devTools = [`typescript@${version('typescript')}`, `@types/node@${version('@types/node')}`, `@modelcontextprotocol/sdk@${version('@modelcontextprotocol/sdk')}`];
 
   await Promise.all(
     projects.map(async (project) => {
@@ -205,6 +278,10 @@ try {
     const noRequireEsm = project.type === 'commonjs' && typeof process.features.require_module === 'boolean';
     const args = [...(noRequireEsm ? ['--no-experimental-require-module'] : []), 'smoke.js', join(dir, 'town')];
     await run(process.execPath, args, { cwd: dir, label: `${project.name}: node ${args.slice(0, -1).join(' ')} (Redis: ${process.env.REDIS_URL ? 'REDIS_URL' : 'managed'})` });
+    if (project.files['mcp-smoke.js']) {
+      await mkdir(join(dir, 'town-mcp'), { recursive: true });
+      await run(process.execPath, ['mcp-smoke.js', join(dir, 'town-mcp')], { cwd: dir, label: `${project.name}: node mcp-smoke.js (town tools through the installed server)` });
+    }
   }
 
   await Promise.all(
@@ -213,7 +290,8 @@ try {
         const dir = join(work, project.name);
         const tsc = join(dir, 'node_modules', 'typescript', 'bin', 'tsc');
         const listed = await run(process.execPath, [tsc, '-p', config, '--listFilesOnly'], { cwd: dir, quiet: true });
-        const resolved = listed.split('\n').filter((f) => f.includes('node_modules/tinytown/'));
+        // The main entry's declarations (tinytown/mcp's and the chunks both share come along).
+        const resolved = listed.split('\n').filter((f) => /node_modules\/tinytown\/dist\/index\.d\.c?ts$/.test(f));
         if (resolved.length !== 1 || !resolved[0].endsWith(expect)) {
           throw new Error(`${project.name}/${config}: expected tinytown's types from ${expect}, got ${resolved.join(', ') || 'none'}`);
         }

@@ -2,7 +2,7 @@
  * Type-level tests of the options users write: `TownOptions`, `AgentOptions` (and the handler
  * they may carry), `WaitOptions`, `SendOptions`, task input. Wrong types must not compile.
  */
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { describe, expectTypeOf, test } from 'vitest';
 import {
   Agent,
@@ -12,6 +12,7 @@ import {
   type AgentOptions,
   type AgentWorkOptions,
   type CliDefinition,
+  type ClusterInput,
   type KeyLayout,
   type RedisInput,
   type TaskContext,
@@ -47,19 +48,32 @@ describe('TownOptions', () => {
       durability: 'strict',
       closeGraceMs: 30_000,
     });
+    // a remote Redis: ACL user, password from the environment, TLS; Sentinel; Cluster
+    accepts<TownOptions>({
+      redis: 'rediss://worker@redis.internal:6380',
+      username: 'worker',
+      passwordEnv: 'TOWN_REDIS_PASSWORD',
+      tls: { ca: '/etc/ssl/redis-ca.pem', cert: '-----BEGIN CERTIFICATE-----…', key: 'client-key.pem', servername: 'redis', rejectUnauthorized: true },
+    });
+    accepts<TownOptions>({ redis: { sentinels: [{ host: '10.0.0.5', port: 26379 }], name: 'mymaster' }, durability: 'replicated', replicas: 1, replicaTimeoutMs: 500 });
+    accepts<TownOptions>({ redis: { cluster: [{ host: '10.0.0.11', port: 6379 }], clusterOptions: { redisOptions: { username: 'tinytown' } } } });
   });
 
-  test('redis is a URL, ioredis options or an ioredis client', () => {
+  test('redis is a URL, ioredis options (Sentinel too), cluster settings or an ioredis client (Redis or Cluster)', () => {
     expectTypeOf<TownOptions['redis']>().toEqualTypeOf<RedisInput | undefined>();
-    expectTypeOf<RedisInput>().toEqualTypeOf<string | RedisOptions | Redis>();
+    expectTypeOf<RedisInput>().toEqualTypeOf<string | RedisOptions | Redis | Cluster | ClusterInput>();
     expectTypeOf<KeyLayout>().toEqualTypeOf<'cluster' | 'tinytown'>();
   });
 
   test('wrong types are compile errors', () => {
     // @ts-expect-error leaseMs is a number of milliseconds
     accepts<TownOptions>({ leaseMs: '15s' });
-    // @ts-expect-error durability is 'default' or 'strict'
+    // @ts-expect-error durability is 'default', 'strict' or 'replicated'
     accepts<TownOptions>({ durability: 'paranoid' });
+    // @ts-expect-error passwordEnv names a variable; the password itself has no option
+    accepts<TownOptions>({ password: 'hunter2' });
+    // @ts-expect-error a tls CA is a path or PEM text
+    accepts<TownOptions>({ tls: { ca: 42 } });
     // @ts-expect-error keyLayout is 'cluster' or 'tinytown'
     accepts<TownOptions>({ keyLayout: 'flat' });
     // @ts-expect-error unknown option (a typo of leaseMs)

@@ -1,4 +1,4 @@
--- finish v6: records the outcome of a run, fenced. Only the worker holding the task's current
+-- finish v7: records the outcome of a run, fenced. Only the worker holding the task's current
 -- fencing token may settle it; a zombie's late result is rejected and recorded as an event.
 -- A cancel, complete or fail written by someone else during the run wins over the run's end.
 -- Idempotent: the same finish sent again (a reply lost to a reconnect) changes nothing.
@@ -13,11 +13,15 @@
 --          its processing list and start it (start_entry), saving a BLMOVE and a start per task
 --          while the agent has a queue (tinytown layout: the urgent list first, where the Rust
 --          CLI puts `tt send --urgent`)   ARGV[18] max notes returned with it
+-- ARGV[19] the town's maxCostUsd ('' = none)   ARGV[20] the town's maxTokens ('' = none), for
+--          the budget check of that next task
+-- A task that ends here releases or cancels the tasks waiting on it and may land its group
+-- (task_ended in lib.lua), in this same step.
 -- Returns {0, outcome, next?} · {0, 'repeat'} · {E_TASK_NOT_FOUND} · {E_STALE_FENCE} · {E_SUPERSEDED, state, next?}
 --   next: start_entry's reply for the next task, with the raw entry appended, when one started
 local wid, aid, tid, fence, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local outcome, text, usage, notes_used, reply_id, session, claim_id = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14], ARGV[15], ARGV[16]
-local fetch, max_notes = ARGV[17] == '1', tonumber(ARGV[18])
+local fetch, max_notes, town_cost, town_tokens = ARGV[17] == '1', tonumber(ARGV[18]), ARGV[19], ARGV[20]
 local tkey, akey = key('task', tid), key('agent', aid)
 
 -- The next task for a worker that keeps going; notes and stale entries on the way are handled
@@ -28,7 +32,7 @@ local function next_task()
     local entry = TT and redis.call('LMOVE', key('urgent', aid), key('processing', wid), 'LEFT', 'RIGHT') or nil
     if not entry then entry = redis.call('LMOVE', key('inbox', aid), key('processing', wid), 'LEFT', 'RIGHT') end
     if not entry then return nil end
-    local started = start_entry(wid, aid, entry, max_notes)
+    local started = start_entry(wid, aid, entry, max_notes, town_cost, town_tokens)
     if started[1] == 1 then
       started[#started + 1] = entry
       return started
@@ -39,13 +43,13 @@ local function next_task()
 end
 
 redis.call('LREM', key('processing', wid), 1, raw)
-local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'finished_fence')
+local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'finished_fence', 'group', 'dependants')
 local state = t[1]
 if not state then return { E_TASK_NOT_FOUND } end
 if t[4] == fence then
   -- the first run of this finish may have started the next task: hand that claim back again
   local claimed = fetch and redis.call('LINDEX', key('processing', wid), 0)
-  local again = claimed and start_entry(wid, aid, claimed, max_notes)
+  local again = claimed and start_entry(wid, aid, claimed, max_notes, town_cost, town_tokens)
   if again and again[1] == 1 then
     again[#again + 1] = claimed
     return { 0, 'repeat', again }
@@ -69,18 +73,12 @@ redis.call('HDEL', tkey, 'worker_id')
 if state ~= 'running' then
   foreign_settlement(tid, state, aid) -- `tt task complete` during the run
   agent_after_task(aid, tid)
-  auto_claim(aid, claim_id)
+  auto_claim(aid, claim_id, town_cost, town_tokens)
   return { E_SUPERSEDED, state, next_task() }
 end
 
 local function reply(summary)
-  local to = t[3]
-  if not to then return end
-  local json = '{"id":' .. json_string(reply_id) .. ',"from":' .. json_string(aid) .. ',"to":' .. json_string(to) ..
-    ',"type":"informational","summary":' .. json_string(summary) .. ',"priority":"normal","created_at":' ..
-    json_string(NOW) .. ',"correlation_id":' .. json_string(tid) .. '}'
-  enqueue(key('inbox', to), json)
-  emit({ type = 'message.sent', agent_id = to, task_id = tid, message = 'answer sent', message_id = reply_id, from = aid, to = to, kind = 'info' })
+  if t[3] then send_answer(t[3], aid, tid, reply_id, summary) end
 end
 
 if outcome == 'completed' then
@@ -99,6 +97,7 @@ else
   emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = text })
   reply('failed: ' .. text)
 end
+if t[5] or t[6] then task_ended(tid, outcome, t[5], t[6]) end
 agent_after_task(aid, tid)
-auto_claim(aid, claim_id)
+auto_claim(aid, claim_id, town_cost, town_tokens)
 return { 0, outcome, next_task() }

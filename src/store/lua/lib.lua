@@ -40,6 +40,8 @@ local E_INVALID_TRANSITION = -7
 local E_NOT_IN_BACKLOG = -8
 local E_AGENT_EXISTS = -9
 local E_WORKER_LOST = -10
+local E_INVALID_DEPENDENCY = -11
+local E_GROUP_CONFLICT = -12
 
 local function key(kind, id)
   if id then return P .. kind .. ':' .. id end
@@ -121,6 +123,16 @@ local function failed_result(tkey, text)
   if TT then redis.call('HSET', tkey, 'result', text) end
 end
 
+-- The coordination helpers (task groups, dependencies, budgets): a table of functions built on
+-- first use by coord() (defined in the coordination section below).
+local coord, coord_built
+
+-- What follows a task's end for its group and the tasks waiting on it; `group` and
+-- `dependants` are the task's fields of those names (call it only when one is set).
+local function task_ended(tid, state, group, dependants)
+  return coord().task_ended(tid, state, group, dependants)
+end
+
 -- Tinytown layout: a task a foreign writer settled (`tt task complete` rewrites the hash and
 -- nothing else) is neither in the retention index nor announced, so waits would not wake. Both
 -- are done here, once: the retention index marks a settlement as known.
@@ -128,6 +140,8 @@ local function foreign_settlement(tid, state, aid)
   if not TT or not is_terminal(state) or redis.call('ZSCORE', key('idx:done'), tid) then return end
   redis.call('ZADD', key('idx:done'), NOW_MS, tid)
   emit({ type = 'task.' .. state, task_id = tid, agent_id = aid or nil, message = 'task ' .. state .. ' by another writer', external = true })
+  local c = redis.call('HMGET', key('task', tid), 'group', 'dependants')
+  if c[1] or c[2] then task_ended(tid, state, c[1], c[2]) end
 end
 
 -- The Rust CLI's stop flag, as `tt kill` sets it.
@@ -210,6 +224,15 @@ local function enqueue(list, raw)
   redis.call('RPUSH', list, raw)
 end
 
+-- Answers a query: an informational message to its sender `to`, correlated with the task.
+local function send_answer(to, from, tid, msg_id, summary)
+  local json = '{"id":' .. json_string(msg_id) .. ',"from":' .. json_string(from) .. ',"to":' .. json_string(to) ..
+    ',"type":"informational","summary":' .. json_string(summary) .. ',"priority":"normal","created_at":' ..
+    json_string(NOW) .. ',"correlation_id":' .. json_string(tid) .. '}'
+  enqueue(key('inbox', to), json)
+  emit({ type = 'message.sent', agent_id = to, task_id = tid, message = 'answer sent', message_id = msg_id, from = from, to = to, kind = 'info' })
+end
+
 -- Usage fields a CLI may report (record JSON name, hash field name).
 local USAGE_FIELDS = {
   { 'inputTokens', 'input_tokens' }, { 'outputTokens', 'output_tokens' },
@@ -245,6 +268,191 @@ end
 -- millisecond keep their order).
 local function index_task(tid)
   redis.call('ZADD', key('idx:tasks'), redis.call('INCR', key('seq:task')), tid)
+end
+
+-- ── Coordination: task groups, dependencies, budgets ──────────────────────────────────────
+-- Only tasks (and agents) that use these carry the fields below, and scripts read them in the
+-- HMGETs they already make: work that uses none of them costs no extra Redis command. Redis
+-- runs a script's whole body on every call, so the helpers are built on first use (coord()):
+-- a call that meets no group, dependency or budget does not even create them.
+--   task `group`            its group's name. The group is `group:<name>` (hash; `open`: its
+--                           members not yet terminal) and `group-tasks:<name>` (sorted set of
+--                           task ids, in the order they joined).
+--   task `dependants`       '1' while the list `dependants:<id>` holds tasks waiting on this one
+--   task `depends_on`       JSON array of the ids it waits for (kept for the record)
+--   task `waiting_on`       dependencies not met yet: the task is held (state `pending`, in no
+--                           queue), bound for the agent `held_for` (with its inbox entry
+--                           `held_entry`) or, without one, for the backlog
+--   task `on_dep_failure`   'run': a failed or cancelled dependency counts as met. Default: the
+--                           task is cancelled with the reason, and so, in turn, are its dependants
+--   task, agent `max_cost_usd`, `max_tokens`   budgets (the town's come in each script's ARGV)
+coord = function()
+  if coord_built then return coord_built end
+  local C = {}
+
+  -- Adds a task to a group (whose `open` count it joins unless it is over already).
+  function C.group_join(name, tid, state)
+    redis.call('HSET', key('task', tid), 'group', name)
+    redis.call('ZADD', key('group-tasks', name), redis.call('INCR', key('seq:group')), tid)
+    if not is_terminal(state) then redis.call('HINCRBY', key('group', name), 'open', 1) end
+  end
+
+  -- The group's tasks by state, and their total (tasks removed after retention no longer count).
+  function C.group_counts(name)
+    local counts = { pending = 0, assigned = 0, running = 0, completed = 0, failed = 0, cancelled = 0 }
+    local total = 0
+    for _, tid in ipairs(redis.call('ZRANGE', key('group-tasks', name), 0, -1)) do
+      local state = redis.call('HGET', key('task', tid), 'state')
+      if state then
+        counts[state] = (counts[state] or 0) + 1
+        total = total + 1
+      end
+    end
+    return counts, total
+  end
+
+  -- One member of the group is over: when it was the last open one, the group has landed.
+  local function group_task_ended(name, tid)
+    local open = redis.call('HINCRBY', key('group', name), 'open', -1)
+    if open ~= 0 then
+      if open < 0 then redis.call('HSET', key('group', name), 'open', 0) end -- counted already
+      return
+    end
+    local counts, total = C.group_counts(name)
+    emit({ type = 'group.completed', task_id = tid, group = name, total = total, completed = counts.completed,
+      failed = counts.failed, cancelled = counts.cancelled, message = 'group ' .. name .. ' completed' })
+  end
+
+  -- A held task's last dependency is met: it goes to its agent's inbox, or to the backlog (also
+  -- when its agent was removed meanwhile).
+  local function release_held(tid)
+    local tkey = key('task', tid)
+    local h = redis.call('HMGET', tkey, 'held_for', 'held_entry')
+    redis.call('HDEL', tkey, 'waiting_on', 'held_for', 'held_entry')
+    if h[1] and h[2] and redis.call('HEXISTS', key('agent', h[1]), 'state') == 1 then
+      redis.call('HSET', tkey, 'assigned_to', h[1])
+      set_task_state(tkey, tid, 'pending', 'assigned')
+      enqueue(key('inbox', h[1]), h[2])
+      emit({ type = 'task.assigned', task_id = tid, agent_id = h[1], message = 'dependencies met: task assigned', released = true })
+    else
+      redis.call('HSET', tkey, 'updated_at', NOW)
+      redis.call('RPUSH', key('backlog'), tid)
+      emit({ type = 'backlog.added', task_id = tid, message = 'dependencies met: task added to the backlog', released = true })
+    end
+  end
+
+  -- A task reached a terminal state. Tasks waiting on it are released when it was their last
+  -- dependency (completed, or any end under 'run'), else cancelled with the reason, and their
+  -- own dependants after them (a work list, not recursion); every group that loses its last
+  -- open task on the way announces `group.completed`.
+  function C.task_ended(tid, state, group, dependants)
+    local work = { { tid, state, group, dependants } }
+    local i = 1
+    while i <= #work do
+      local id, st, grp, deps = work[i][1], work[i][2], work[i][3], work[i][4]
+      i = i + 1
+      if deps then
+        local list, why = key('dependants', id), nil
+        for _, did in ipairs(redis.call('LRANGE', list, 0, -1)) do
+          local dkey = key('task', did)
+          local d = redis.call('HMGET', dkey, 'state', 'waiting_on', 'on_dep_failure', 'group', 'dependants')
+          if d[1] == 'pending' and d[2] then
+            if st == 'completed' or d[3] == 'run' then
+              if redis.call('HINCRBY', dkey, 'waiting_on', -1) <= 0 then release_held(did) end
+            else
+              if not why then
+                local err = redis.call('HGET', key('task', id), 'error')
+                why = 'dependency ' .. id .. ' ' .. st .. (err and (': ' .. clip(err, 300)) or '')
+              end
+              redis.call('HDEL', dkey, 'waiting_on', 'held_for', 'held_entry')
+              redis.call('HSET', dkey, 'error', why)
+              set_task_state(dkey, did, 'pending', 'cancelled')
+              emit({ type = 'task.cancelled', task_id = did, message = why, dependency = id, reason = 'dependency' })
+              work[#work + 1] = { did, 'cancelled', d[4], d[5] }
+            end
+          end
+        end
+        redis.call('DEL', list)
+        redis.call('HDEL', key('task', id), 'dependants')
+      end
+      if grp then group_task_ended(grp, id) end
+    end
+  end
+
+  -- Budgets. Spending is what record_usage summed: cost in USD, and tokens = input + output
+  -- tokens (cache reads and writes not counted). A limit is spent once spending reaches it.
+  local function tokens_of(input, output)
+    return (tonumber(input) or 0) + (tonumber(output) or 0)
+  end
+  local function is_set(v)
+    return v ~= nil and v ~= false and v ~= ''
+  end
+
+  -- A task's own spending, from its usage JSON: cost, tokens.
+  function C.task_spent(tkey)
+    local ok, u = pcall(cjson.decode, redis.call('HGET', tkey, 'usage') or '{}')
+    if not ok or type(u) ~= 'table' then u = {} end
+    return tonumber(u.costUsd) or 0, tokens_of(u.inputTokens, u.outputTokens)
+  end
+
+  -- The budgets that apply to a run, as scopes {name, max cost, max tokens, cost spent, tokens
+  -- spent}: the town's (limits given), the agent's (limits read by the caller from its hash)
+  -- and the task's (from its hash), in that order; limits as strings, '' or false/nil = none.
+  function C.budget_scopes(town_cost, town_tokens, akey, agent_cost, agent_tokens, tkey, task_cost, task_tokens)
+    local scopes = {}
+    if is_set(town_cost) or is_set(town_tokens) then
+      local u = redis.call('HMGET', key('usage'), 'cost_usd', 'input_tokens', 'output_tokens')
+      scopes[#scopes + 1] = { 'town', town_cost, town_tokens, tonumber(u[1]) or 0, tokens_of(u[2], u[3]) }
+    end
+    if is_set(agent_cost) or is_set(agent_tokens) then
+      local u = redis.call('HMGET', akey, 'usage_cost_usd', 'usage_input_tokens', 'usage_output_tokens')
+      scopes[#scopes + 1] = { 'agent', agent_cost, agent_tokens, tonumber(u[1]) or 0, tokens_of(u[2], u[3]) }
+    end
+    if is_set(task_cost) or is_set(task_tokens) then
+      local cost, tokens = C.task_spent(tkey)
+      scopes[#scopes + 1] = { 'task', task_cost, task_tokens, cost, tokens }
+    end
+    return scopes
+  end
+
+  -- The first spent limit, in the scopes' order, as {scope, metric, limit, spent}; or nil.
+  function C.budget_verdict(scopes)
+    for _, s in ipairs(scopes) do
+      local max_cost, max_tokens = tonumber(s[2]), tonumber(s[3])
+      if max_cost and s[4] >= max_cost then return { s[1], 'costUsd', max_cost, s[4] } end
+      if max_tokens and s[5] >= max_tokens then return { s[1], 'tokens', max_tokens, s[5] } end
+    end
+    return nil
+  end
+
+  -- The smallest cost budget left over the scopes not spent yet, in USD with six decimals (for
+  -- the CLI's own budget flag), or '' when none limits cost.
+  function C.budget_left(scopes)
+    local left
+    for _, s in ipairs(scopes) do
+      local max_cost = tonumber(s[2])
+      if max_cost and max_cost > s[4] and (not left or max_cost - s[4] < left) then left = max_cost - s[4] end
+    end
+    if not left then return '' end
+    return string.format('%.6f', math.floor(left * 1e6) / 1e6)
+  end
+
+  -- "$0.0246 of $0.02 (maxCostUsd)" / "3312 tokens of 3000 (maxTokens)"
+  function C.budget_text(over)
+    if over[2] == 'costUsd' then
+      return '$' .. string.format('%.6g', over[4]) .. ' of $' .. string.format('%.6g', over[3]) .. ' (maxCostUsd)'
+    end
+    return string.format('%d', over[4]) .. ' tokens of ' .. string.format('%d', over[3]) .. ' (maxTokens)'
+  end
+
+  function C.emit_budget(over, aid, tid, action)
+    emit({ type = 'budget.exceeded', agent_id = aid, task_id = tid, scope = over[1], metric = over[2],
+      limit = over[3], spent = over[4], action = action,
+      message = 'budget exceeded: ' .. over[1] .. ' spent ' .. C.budget_text(over) })
+  end
+
+  coord_built = C
+  return C
 end
 
 -- The queued entry that stands for a task, found by scanning the list: only cancels and external
@@ -314,7 +522,7 @@ local function requeue_entry(raw, aid, mode, to_agent, why)
     return
   end
   local tkey = key('task', tid)
-  local t = redis.call('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'assigned_to')
+  local t = redis.call('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'assigned_to', 'group', 'dependants')
   local state, attempts, max_attempts = t[1], tonumber(t[2]) or 0, tonumber(t[3]) or 3
   if not state then
     -- a task or query message not yet turned into a task: deliver it again
@@ -330,6 +538,7 @@ local function requeue_entry(raw, aid, mode, to_agent, why)
     set_task_state(tkey, tid, state, 'failed')
     if aid then redis.call('HINCRBY', key('agent', aid), 'tasks_failed', 1) end
     emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = 'worker lost ' .. attempts .. ' times', attempts = attempts })
+    if t[5] or t[6] then task_ended(tid, 'failed', t[5], t[6]) end
     return
   end
   if mode == 'handback' or to_agent then
@@ -366,11 +575,17 @@ end
 local AUTO_CLAIM_SCAN = 200
 
 -- An idle agent with claim_backlog takes the oldest backlog task whose tags are empty or meet
--- its role or tags, into its own inbox. Returns the task id, or nil.
-local function auto_claim(aid, mid)
+-- its role or tags, into its own inbox. Not when its own or the town's budget (`town_cost`,
+-- `town_tokens`, '' or nil = none) is spent: it could not start the task, which would wait in
+-- its inbox instead of the backlog, where others may take it. Returns the task id, or nil.
+local function auto_claim(aid, mid, town_cost, town_tokens)
   local akey = key('agent', aid)
-  local a = redis.call('HMGET', akey, 'state', 'claim_backlog', 'role_id', 'tags', 'current_task')
+  local a = redis.call('HMGET', akey, 'state', 'claim_backlog', 'role_id', 'tags', 'current_task', 'max_cost_usd', 'max_tokens')
   if a[2] ~= '1' or (a[1] ~= 'idle' and a[1] ~= 'working') or a[5] or queue_len(aid) > 0 then return nil end
+  if a[6] or a[7] or (town_cost and town_cost ~= '') or (town_tokens and town_tokens ~= '') then
+    local C = coord()
+    if C.budget_verdict(C.budget_scopes(town_cost, town_tokens, akey, a[6], a[7])) then return nil end
+  end
 
   local wants = {}
   if a[3] then wants[a[3]] = true end
@@ -405,15 +620,20 @@ end
 
 -- Acts on one entry a worker moved from the agent's inbox into its processing list: starts the
 -- work it stands for, or stores a note, or discards it. The body of the start script, and what
--- finish runs to hand a busy worker its next task in the same step. Returns
+-- finish runs to hand a busy worker its next task in the same step. `town_cost` and
+-- `town_tokens` are the town's budget ('' = none). Returns
 --   {1, fence, task fields (flat HGETALL), notes (raw JSON list), the agent's last CLI session
---      id or ''}  work started; also the answer to a start run twice (ioredis re-sends a
---                 command whose reply was lost with its connection): the same claim again
---   {2, state}          agent paused/stopped/error: entry back at the head of the inbox
---   {3}                 entry discarded (unreadable, or its task was settled or moved)
+--      id or '', the smallest cost budget left in USD or ''}  work started; also the answer to
+--                 a start run twice (ioredis re-sends a command whose reply was lost with its
+--                 connection): the same claim again
+--   {2, state}          agent paused/stopped/error: entry back at the head of the inbox; also
+--                       when the town's or the agent's budget is spent: the agent is paused
+--                       (`budget.exceeded` says why)
+--   {3}                 entry discarded (unreadable, or its task was settled or moved), or its
+--                       task failed because its own budget is spent
 --   {4}                 entry stored in the notes
 --   {E_WORKER_LOST}     this worker no longer serves the agent: entry back in the inbox
-local function start_entry(wid, aid, raw, max_notes)
+local function start_entry(wid, aid, raw, max_notes, town_cost, town_tokens)
   local akey, plist, inbox = key('agent', aid), key('processing', wid), key('inbox', aid)
 
   local function put_back()
@@ -431,20 +651,29 @@ local function start_entry(wid, aid, raw, max_notes)
     end
   end
 
-  local state = redis.call('HGET', akey, 'state')
-  if not state or redis.call('HGET', akey, 'worker_id') ~= wid then
+  local a = redis.call('HMGET', akey, 'state', 'worker_id', 'max_cost_usd', 'max_tokens')
+  local state = a[1]
+  if not state or a[2] ~= wid then
     redis.call('LREM', plist, 1, raw)
     if state then redis.call('LPUSH', inbox, raw) end
     return { E_WORKER_LOST }
   end
 
+  -- Whether a budget applies to this start (the task's own is looked at below).
+  local budgeted = a[3] or a[4] or (town_cost and town_cost ~= '') or (town_tokens and town_tokens ~= '')
+
   local msg = decode(raw)
   local tid = msg and task_id_of(msg)
   if tid then
-    local current = redis.call('HMGET', key('task', tid), 'state', 'worker_id', 'fence')
+    local current = redis.call('HMGET', key('task', tid), 'state', 'worker_id', 'fence', 'max_cost_usd', 'max_tokens')
     if current[1] == 'running' and current[2] == wid then
+      local left = ''
+      if budgeted or current[4] or current[5] then
+        local C = coord()
+        left = C.budget_left(C.budget_scopes(town_cost, town_tokens, akey, a[3], a[4], key('task', tid), current[4], current[5]))
+      end
       return { 1, current[3], redis.call('HGETALL', key('task', tid)), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1),
-        redis.call('HGET', akey, 'session_id') or '' }
+        redis.call('HGET', akey, 'session_id') or '', left }
     end
   end
 
@@ -476,12 +705,41 @@ local function start_entry(wid, aid, raw, max_notes)
     emit({ type = 'task.created', task_id = tid, agent_id = aid, message = msg.type .. ' message became a task' })
   end
 
-  local t = tid and redis.call('HMGET', tkey, 'state', 'assigned_to') or {}
+  local t = tid and redis.call('HMGET', tkey, 'state', 'assigned_to', 'max_cost_usd', 'max_tokens', 'group', 'dependants') or {}
   if t[1] ~= 'assigned' or t[2] ~= aid then
     redis.call('LREM', plist, 1, raw)
     emit({ type = 'message.discarded', agent_id = aid, task_id = tid or nil, message = msg and 'task no longer assigned here' or 'unreadable inbox entry' })
     settle_if_empty(state)
     return { 3 }
+  end
+
+  -- Budgets: the town's or the agent's spent holds the agent as a pause would (entry back at
+  -- the head of the inbox); the task's own spent (by earlier runs) fails the task.
+  local left = ''
+  if budgeted or t[3] or t[4] then
+    local C = coord()
+    local scopes = C.budget_scopes(town_cost, town_tokens, akey, a[3], a[4], tkey, t[3], t[4])
+    local over = C.budget_verdict(scopes)
+    if over and over[1] ~= 'task' then
+      put_back()
+      C.emit_budget(over, aid, tid, 'hold')
+      set_agent_state(aid, 'paused', 'budget exceeded: ' .. over[1] .. ' spent ' .. C.budget_text(over))
+      return { 2, 'paused' }
+    end
+    if over then
+      local why = 'budget exceeded: the task spent ' .. C.budget_text(over)
+      redis.call('LREM', plist, 1, raw)
+      redis.call('HSET', tkey, 'error', why)
+      failed_result(tkey, why)
+      set_task_state(tkey, tid, 'assigned', 'failed')
+      redis.call('HINCRBY', akey, 'tasks_failed', 1)
+      C.emit_budget(over, aid, tid, 'fail')
+      emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = why })
+      if t[5] or t[6] then task_ended(tid, 'failed', t[5], t[6]) end
+      settle_if_empty(state)
+      return { 3 }
+    end
+    left = C.budget_left(scopes)
   end
 
   local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
@@ -493,5 +751,5 @@ local function start_entry(wid, aid, raw, max_notes)
   if state ~= 'draining' then set_agent_state(aid, 'working', 'task started') end
   emit({ type = 'task.started', task_id = tid, agent_id = aid, message = 'task started', attempt = attempts })
   return { 1, fence, redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1),
-    redis.call('HGET', akey, 'session_id') or '' }
+    redis.call('HGET', akey, 'session_id') or '', left }
 end

@@ -1,4 +1,4 @@
--- register-worker v3: attaches a worker instance to an agent and takes its first lease.
+-- register-worker v4: attaches a worker instance to an agent and takes its first lease.
 -- A previous worker whose lease is gone has its claimed work handed back to this agent first.
 -- Also returns the id of the newest event at registration: agent state changes up to it
 -- (a predecessor's stop, say) are history for this worker, whenever its reader delivers them.

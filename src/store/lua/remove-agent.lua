@@ -1,5 +1,6 @@
--- remove-agent v4: deletes an agent. Its queued and claimed work goes to the backlog (never
+-- remove-agent v5: deletes an agent. Its queued and claimed work goes to the backlog (never
 -- silently dropped); notes and other messages go with it. Refused while a worker serves it.
+-- Tasks held for it by their dependencies go to the backlog when released (release_held).
 -- ARGV[5] agent id
 -- Returns {0, tasks moved to the backlog} · {E_AGENT_NOT_FOUND} · {E_WORKER_ACTIVE, worker id}
 local aid = ARGV[5]

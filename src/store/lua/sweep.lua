@@ -1,4 +1,4 @@
--- sweep v3: hands back the work of workers whose lease expired (killed, frozen, cut off) and
+-- sweep v4: hands back the work of workers whose lease expired (killed, frozen, cut off) and
 -- expires terminal tasks past retention. Callers guard it so one sweep runs per interval.
 -- A reclaimed task goes to its agent when the agent has another live worker, else to the
 -- backlog, counting the lost attempt; past max_attempts it fails with the reason.
@@ -6,6 +6,8 @@
 -- (`tt task complete` on a queued task), indexes them for retention and announces them, so
 -- waits wake within a sweep interval: the open tasks (listed, not in the retention index) are
 -- looked at, one HGET each.
+-- A task failed here (past max_attempts) releases or cancels its dependants and may land its
+-- group (task_ended in lib.lua); an expired task leaves its group (an emptied group is deleted).
 -- ARGV[5] retention ms   ARGV[6] max tasks expired per sweep
 -- Returns {workers reclaimed, tasks expired}
 local retention, batch = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -38,8 +40,12 @@ end
 local expired = redis.call('ZRANGEBYSCORE', key('idx:done'), '-inf', NOW_MS - retention, 'LIMIT', 0, batch)
 for _, tid in ipairs(expired) do
   local tkey = key('task', tid)
-  local state = redis.call('HGET', tkey, 'state')
-  if state then redis.call('HINCRBY', key('counts'), state, -1) end
+  local t = redis.call('HMGET', tkey, 'state', 'group')
+  if t[1] then redis.call('HINCRBY', key('counts'), t[1], -1) end
+  if t[2] then
+    redis.call('ZREM', key('group-tasks', t[2]), tid)
+    if redis.call('EXISTS', key('group-tasks', t[2])) == 0 then redis.call('DEL', key('group', t[2])) end
+  end
   redis.call('DEL', tkey)
   redis.call('ZREM', key('idx:tasks'), tid)
   redis.call('ZREM', key('idx:done'), tid)
