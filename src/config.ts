@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { ConfigInvalidError, ConfigNotFoundError, InvalidNameError, redact, ReservedNameError } from './errors.js';
+import { TOOL_NAMES, type ToolName } from './mcp/tools.js';
 import type { CliDefinition } from './runner/cli.js';
 import { OUTPUT_FORMATS } from './runner/parsers/index.js';
 import type { RedisInput, RedisTlsSettings } from './store/connection.js';
@@ -155,6 +156,7 @@ export const configFileSchema = z.strictObject({
   clis: z.record(name, cliDefinitionSchema).optional(),
   maxCostUsd: z.number().positive().finite().optional(),
   maxTokens: z.number().int().positive().optional(),
+  tools: z.record(z.string().min(1).max(64), z.union([z.boolean(), z.array(z.enum(TOOL_NAMES))])).optional(),
 });
 
 /**
@@ -193,6 +195,12 @@ export interface TownConfig {
   maxCostUsd?: number;
   /** The town's token budget (see {@link TownOptions.maxTokens}). */
   maxTokens?: number;
+  /**
+   * Town tools by agent role (`"reviewer": ["town_status", "send_message", "complete_task"]`),
+   * `"*"` for every other role: what an agent gets when its own options name no `tools`. Read by
+   * every process of the town, so a worker started elsewhere gives the same tools.
+   */
+  tools?: Record<string, boolean | ToolName[]>;
 }
 
 const optionsSchema = z.strictObject({

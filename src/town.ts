@@ -340,7 +340,7 @@ export class Town implements AsyncDisposable {
     // The worktree first: outside a repository, or with a bad branch name, nothing is registered.
     const worktree = given.worktree ? await ensureWorktree(this.root, name, given.worktree === true ? undefined : given.worktree.branch) : undefined;
     const options: AgentOptions = worktree ? { ...given, cwd: resolve(worktree.cwd, given.cwd ?? '.') } : given;
-    const executor = start ? this.executorFor(name, options) : undefined;
+    const executor = start ? this.executorFor(name, options, given.role) : undefined;
     await this.localWorkerReleased(name);
     const { id } = await this.repo.spawnAgent({
       name,
@@ -436,7 +436,7 @@ export class Town implements AsyncDisposable {
     // An agent spawned with a worktree works there, wherever its worker runs (made if missing).
     if (info.worktree !== undefined && options.cwd === undefined) work = { ...work, cwd: (await ensureWorktree(this.root, info.name)).cwd };
     this.workOptions.set(agent.id, work);
-    return this.startWorker(agent, work, this.executorFor(agent.name, work));
+    return this.startWorker(agent, work, this.executorFor(agent.name, work, info.role));
   }
 
   // ── tasks ───────────────────────────────────────────────────────────────────────────────
@@ -891,7 +891,7 @@ export class Town implements AsyncDisposable {
     const local = this.workers.get(agentId);
     if (local) await local.stop({ graceMs: this.settings.closeGraceMs });
     const work = this.workOptions.get(agentId) ?? { cli: registeredCli(info) };
-    await this.startWorker(new Agent(this, agentId, info.name), work, this.executorFor(info.name, work));
+    await this.startWorker(new Agent(this, agentId, info.name), work, this.executorFor(info.name, work, info.role));
   }
 
   /** @internal */
@@ -1035,13 +1035,14 @@ export class Town implements AsyncDisposable {
     };
   }
 
-  private executorFor(name: string, options: AgentWorkOptions): Executor {
+  private executorFor(name: string, options: AgentWorkOptions, role: string | undefined): Executor {
     if (options.run !== undefined) return handlerExecutor(options.run);
     if (options.cli === undefined) {
       throw new InvalidArgumentError(`Agent ${name} needs a cli (preset, custom name or { command }) or a run handler.`);
     }
     const definition = resolveCli(options.cli, this.config.clis);
-    const grants = grantedTools(options.tools);
+    const byRole = this.config.tools ?? {};
+    const grants = grantedTools(options.tools ?? (role !== undefined && Object.hasOwn(byRole, role) ? byRole[role] : byRole['*']));
     return cliExecutor({
       definition,
       ...(grants.length > 0 && { tools: toolHost({ agentName: name, grants, definition, repo: this.repo, report: (err) => this.report(err) }) }),

@@ -224,6 +224,27 @@ describe('town tools over MCP', () => {
     expect(await town.task(taskId)).toMatchObject({ state: 'completed', result: 'done: handoff' });
   });
 
+  it('tinytown.json grants tools by role; an agent’s own tools option overrides its role’s', async () => {
+    const dir = await tempDir('tt-mcp-roles-');
+    const byRole = { reviewer: ['town_status', 'report_progress', 'complete_task'], '*': ['town_status'] };
+    await writeFile(join(dir, 'tinytown.json'), JSON.stringify({ name: 'roles', tools: byRole }));
+    const town = await openTown({}, dir);
+    const listed = async (agent: Agent): Promise<string[]> => {
+      const { given, release } = await handoff(agent);
+      const client = await connect(given);
+      try {
+        return (await client.listTools()).tools.map((t) => t.name).sort();
+      } finally {
+        await client.close();
+        await release();
+        await agent.waitForIdle({ timeoutMs: 15_000 });
+      }
+    };
+    expect(await listed(await town.spawnAgent('rev', { cli: mcpCli, role: 'reviewer' }))).toEqual([...byRole.reviewer].sort());
+    expect(await listed(await town.spawnAgent('dev', { cli: mcpCli, role: 'backend' }))).toEqual(['town_status']);
+    expect(await listed(await town.spawnAgent('lead', { cli: mcpCli, role: 'reviewer', tools: ['read_inbox'] }))).toEqual(['read_inbox']);
+  });
+
   it('a completion for a task that is no longer the agent’s is rejected', async () => {
     const town = await openTown();
     const lead = await town.spawnAgent('lead', { cli: mcpCli, tools: true });

@@ -10,17 +10,20 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { TOOL_NAMES } from '../src/mcp/tools.js';
 import { defaultRunner } from '../src/runner/child-process-runner.js';
 import { runCli, type CliDefinition, type CliRunResult } from '../src/runner/cli.js';
 import type { FailureClass } from '../src/runner/failure.js';
 import { PRESETS, withSession, type PresetName } from '../src/runner/presets.js';
 import type { ProcessRunner } from '../src/runner/process-runner.js';
+import { builtPackage } from './helpers/build.js';
+import { openTown } from './helpers/town.js';
 
 const run = promisify(execFile);
 const ENABLED = process.env.TINYTOWN_REAL_CLIS === '1';
@@ -100,7 +103,8 @@ describe.skipIf(!ENABLED)('real agent CLIs (npm run test:clis)', () => {
       requireCli(ctx, preset.command, NOT_ON_NPM[name]);
 
       // 1. Every flag is one the CLI documents, in the (sub)command it is given to.
-      for (const { helpArgs, args } of segments(preset.command, definition.args ?? [])) {
+      //    The town tools' flags (mcpArgs) are added at the end of every variant's arguments.
+      for (const { helpArgs, args } of segments(preset.command, [...(definition.args ?? []), ...(preset.mcpArgs ?? [])])) {
         const help = await helpText(preset.command, helpArgs);
         for (const flag of flags(args)) expect(help, `${name}: ${flag} is not in \`${preset.command} ${helpArgs.join(' ')}\``).toMatch(flagPattern(flag));
       }
@@ -113,6 +117,64 @@ describe.skipIf(!ENABLED)('real agent CLIs (npm run test:clis)', () => {
       expect(said, `${name} refused its arguments:\n${said}`).not.toMatch(PARSER_COMPLAINT);
       expect(result.failure, result.error).not.toBe('not_found');
       expect(expectedFailures(preset.command, variant), `${name} ${variant}: ${result.error}`).toContain(result.failure);
+    });
+  });
+
+  // Claude Code, Codex and OpenCode start their MCP servers before they reach the model, so the
+  // town tools' wiring is shown end to end without credentials: the worker's flags make the real
+  // CLI start tinytown's server, which reaches the worker's bridge and answers the handshake.
+  // (Copilot and Auggie stop at authentication before starting any server.)
+  describe('town tools: the real CLI starts tinytown\'s MCP server through the preset\'s flags', () => {
+    const cases = [
+      { preset: 'claude', failure: 'not_authenticated', timeoutMs: 30_000 },
+      { preset: 'codex', failure: 'timeout', timeoutMs: 8_000 },
+      { preset: 'opencode', failure: 'timeout', timeoutMs: 8_000 },
+    ] as const;
+    it.for(cases)('$preset', async ({ preset, failure, timeoutMs }, ctx) => {
+      requireCli(ctx, preset);
+      const dir = await mkdtemp(join(tmpdir(), 'tt-real-mcp-'));
+      const log = join(dir, 'rpc.jsonl');
+      const spy = join(dir, 'spy.mjs');
+      const { esm } = await builtPackage();
+      await writeFile(spy, spyScript(join(esm, '..', 'mcp-server.js'), log));
+      const saved = process.env.TINYTOWN_MCP_SERVER;
+      process.env.TINYTOWN_MCP_SERVER = spy;
+      try {
+        const town = await openTown();
+        const agent = await town.spawnAgent('lead', {
+          cli: { ...PRESETS[preset], command: join(BIN, PRESETS[preset].command) },
+          tools: true,
+          env: environment(),
+          cwd: work,
+          timeoutMs,
+          maxAttempts: 1,
+        });
+        const task = await agent.assign('Reply with the single word: ready');
+        const done = await town.waitForTask(task.id, { timeoutMs: timeoutMs + 15_000 });
+        expect(done.state).toBe('failed');
+        expect(done.error ?? '').toMatch(failure === 'timeout' ? /timed out/ : /not authenticated/);
+        const lines = (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+        type Line = { dir: 'env' | 'in' | 'out'; msg: { method?: string; id?: number; socket?: boolean; token?: boolean; result?: { serverInfo?: { name: string }; tools?: { name: string }[] } } };
+        const rpc = lines.map((line) => JSON.parse(line) as Line);
+        console.info(`[real-clis] ${preset} with town tools: ${rpc.map((r) => (r.dir === 'out' ? 'answer' : (r.msg.method ?? r.dir))).join(' → ')}`);
+        // The CLI started the server with the run's socket (there, while the run lasts) and token,
+        // and asked it to initialise.
+        expect(rpc[0]).toEqual({ dir: 'env', msg: { socket: true, token: true } });
+        expect(rpc.find((r) => r.dir === 'in')?.msg.method).toBe('initialize');
+        // Claude quits at its login check before the server answers; the others wait on the
+        // network, long enough to hear tinytown's server (built only after the bridge's hello)
+        // and list its tools.
+        if (preset !== 'claude') {
+          expect(rpc.find((r) => r.dir === 'out' && r.msg.id === 0)?.msg.result?.serverInfo?.name).toBe('tinytown');
+          const listed = rpc.find((r) => r.dir === 'out' && r.msg.result?.tools !== undefined)?.msg.result?.tools;
+          expect(listed?.map((t) => t.name).sort()).toEqual([...TOOL_NAMES].sort());
+        }
+        await town.close();
+      } finally {
+        if (saved === undefined) delete process.env.TINYTOWN_MCP_SERVER;
+        else process.env.TINYTOWN_MCP_SERVER = saved;
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
 
@@ -282,6 +344,28 @@ function flags(args: readonly string[]): string[] {
 
 function flagPattern(flag: string): RegExp {
   return new RegExp(`(^|[\\s,\\[])${flag.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?=[\\s,=<\\[]|$)`, 'm');
+}
+
+/**
+ * A stand-in for tinytown's MCP server script that runs the real one and logs each JSON-RPC line
+ * both ways. Paths are written into it: a CLI may hand its MCP servers only a few variables.
+ */
+function spyScript(server: string, log: string): string {
+  return `import { spawn } from 'node:child_process';
+import { appendFileSync, existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+const { TINYTOWN_MCP_SOCKET: socket, TINYTOWN_MCP_TOKEN: token } = process.env;
+appendFileSync(${JSON.stringify(log)}, JSON.stringify({ dir: 'env', msg: { socket: !!socket && existsSync(socket), token: /^[0-9a-f]{64}$/.test(token ?? '') } }) + '\\n');
+const child = spawn(process.execPath, [${JSON.stringify(server)}], { stdio: ['pipe', 'pipe', 'inherit'] });
+const tee = (from, to, dir) => createInterface({ input: from }).on('line', (line) => {
+  try { appendFileSync(${JSON.stringify(log)}, JSON.stringify({ dir, msg: JSON.parse(line) }) + '\\n'); } catch {}
+  to.write(line + '\\n');
+});
+tee(process.stdin, child.stdin, 'in');
+tee(child.stdout, process.stdout, 'out');
+process.stdin.on('end', () => child.stdin.end());
+child.on('exit', (code) => process.exit(code ?? 1));
+`;
 }
 
 /** Processes still alive (not zombies) in the group, or running a cached CLI binary. */

@@ -7,6 +7,7 @@
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { ConfigInvalidError } from '../errors.js';
 import { BridgeClient, BridgeError, SERVER_NAME, SOCKET_ENV, TOKEN_ENV, type BridgeHello } from './protocol.js';
 import { isToolName, TOOL_SPECS } from './tools.js';
 
@@ -62,7 +63,9 @@ export async function createTownMcpServer(options: TownMcpServerOptions = {}): P
   const socketPath = options.socketPath ?? process.env[SOCKET_ENV];
   const token = options.token ?? process.env[TOKEN_ENV];
   if (!socketPath || !token) {
-    throw new Error(`tinytown's MCP server is started by an agent's CLI during a run, with ${SOCKET_ENV} and ${TOKEN_ENV} set by its worker; they are missing.`);
+    throw new ConfigInvalidError(
+      `tinytown's MCP server is started by an agent's CLI during a run, with ${SOCKET_ENV} and ${TOKEN_ENV} set by its worker; they are missing. Give the agent tools (spawnAgent(name, { tools: true })) instead of starting the server yourself.`,
+    );
   }
   const bridge = await BridgeClient.connect(socketPath, token);
   let scope: BridgeHello;
@@ -106,8 +109,15 @@ export async function createTownMcpServer(options: TownMcpServerOptions = {}): P
 
 /**
  * Runs the server over stdio until its client (the agent's CLI) goes away or the run ends:
- * what `dist/mcp-server.js` does.
+ * what `dist/mcp-server.js` does. Use it for a server script of your own (say, to log its
+ * calls); workers start tinytown's own unless `TINYTOWN_MCP_SERVER` names another script.
  *
+ * @example
+ * ```ts
+ * #!/usr/bin/env node
+ * import { runTownMcpServer } from 'tinytown/mcp';
+ * await runTownMcpServer(); // until the agent's CLI closes stdin
+ * ```
  */
 export async function runTownMcpServer(options: TownMcpServerOptions = {}): Promise<void> {
   const town = await createTownMcpServer(options);
