@@ -271,6 +271,8 @@ export class Task implements TaskInput {
 
 /** Validates what users pass as a task, turning a string into a {@link TaskInput}. */
 export function parseTaskInput(input: string | TaskInput): TaskInput {
+  // The common call, assign('…'): all the schema would check is a non-empty string.
+  if (typeof input === 'string' && input !== '') return { description: input };
   const candidate = typeof input === 'string' ? { description: input } : { ...input };
   // Drop undefined members so `{ tags: undefined }` behaves like an absent option.
   for (const [k, v] of Object.entries(candidate)) if (v === undefined) delete (candidate as Record<string, unknown>)[k];

@@ -5,11 +5,20 @@
  * @module
  */
 
+/** The millisecond part of the last timestamp: every script call takes one, many per millisecond under load. */
+let lastMs = NaN;
+let lastPrefix = '';
+
 /** Now, as an RFC 3339 UTC string with microsecond precision. */
 export function nowIso(date = new Date()): string {
   // The wall clock has milliseconds; the monotonic clock's fraction supplies the microseconds.
   const micros = Math.floor((performance.now() * 1000) % 1000);
-  return `${date.toISOString().slice(0, 23)}${String(micros).padStart(3, '0')}Z`;
+  const ms = date.getTime();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastPrefix = date.toISOString().slice(0, 23);
+  }
+  return `${lastPrefix}${micros < 10 ? '00' : micros < 100 ? '0' : ''}${micros}Z`;
 }
 
 /** Parses an RFC 3339 timestamp; `undefined` when it is not one. */

@@ -918,6 +918,7 @@ export class Town implements AsyncDisposable {
         reader: this.reader,
         closing: this.closing.signal,
         what: `agent ${name} to be idle`,
+        agentId,
         relevant: (event) => event.agentId === agentId && MAY_IDLE_AGENT.has(event.type),
         check: async () => {
           const probe = await this.repo.idleProbe(agentId);

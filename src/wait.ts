@@ -35,6 +35,11 @@ export interface WaitSpec<T> {
   check: () => Promise<T | undefined>;
   /** Which events may change the answer. */
   relevant: (event: TownEvent) => boolean;
+  /**
+   * When only events naming this agent are relevant: the reader then hands the wait that
+   * agent's events alone (with many waits, each event reaches one instead of all).
+   */
+  agentId?: string;
   /** For messages: "agent backend to be idle". */
   what: string;
   /** Aborted when the town closes. */
@@ -107,7 +112,7 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
 
     const unsubscribe = spec.reader.subscribe((event) => {
       if (!settled && spec.relevant(event)) void recheck();
-    });
+    }, spec.agentId);
     const timer =
       timeoutMs === undefined
         ? undefined

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CorruptRecordError, TinytownError } from '../src/index.js';
-import { decodeAgent, decodeTask, toFields } from '../src/store/codec.js';
+import { agentHash, decodeAgent, decodeTask, readAgentHash, readTaskHash, taskHash, toFields } from '../src/store/codec.js';
 import { openTown } from './helpers/town.js';
 import { prefixOf, rawRedis } from './helpers/util.js';
 
@@ -328,5 +328,53 @@ describe('corrupt records through the public API', () => {
     const err = await town.status().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CorruptRecordError);
     expect((err as CorruptRecordError).key).toBe(key);
+  });
+});
+
+/**
+ * decodeTask and decodeAgent check records without zod on the hot paths (readTaskHash,
+ * readAgentHash) and fall back to the schemas only when that check fails. A field added to a
+ * schema but not to its fast reader would be dropped silently: every schema field needs a sample
+ * here, and both ways must read it the same.
+ */
+describe('fast readers agree with the schemas', () => {
+  const taskSample: Record<string, string> = {
+    id: 't1', description: 'Do it', state: 'failed', created_at: TS, updated_at: TS, tags: '["a","b"]',
+    assigned_to: 'a1', started_at: TS, completed_at: TS, result: 'r', error: 'e', parent_id: 'p1',
+    attempts: '2', max_attempts: '3', priority: 'high', timeout_ms: '5000',
+    usage: '{"inputTokens":10,"outputTokens":5,"costUsd":0.25}', session_id: 's1', group: 'g1',
+    depends_on: '["t0"]', on_dep_failure: 'run', max_cost_usd: '1.5', max_tokens: '1000',
+  };
+  const agentSample: Record<string, string> = {
+    id: 'a1', name: 'backend', agent_type: 'worker', state: 'idle', cli: 'claude', created_at: TS,
+    last_heartbeat: TS, last_active_at: TS, tasks_completed: '4', rounds_completed: '5',
+    current_task: 't1', nickname: 'bob', role_id: 'worker', parent_agent_id: 'p', tags: '["api"]',
+    tasks_failed: '1', worker_id: 'w1', error: 'x', claim_backlog: '1', session_id: 's',
+    usage_input_tokens: '10', usage_output_tokens: '20', usage_cache_read_tokens: '3',
+    usage_cache_write_tokens: '4', usage_reasoning_tokens: '5', usage_cost_usd: '0.5',
+    max_cost_usd: '2', max_tokens: '100', worktree: '/w',
+  };
+
+  it('every schema field has a sample, and both ways read all of it identically', () => {
+    expect(Object.keys(taskSample).sort()).toEqual(Object.keys(taskHash.shape).sort());
+    expect(Object.keys(agentSample).sort()).toEqual(Object.keys(agentHash.shape).sort());
+    expect(readTaskHash(taskSample)).toEqual(taskHash.parse(taskSample));
+    expect(readAgentHash(agentSample)).toEqual(agentHash.parse(agentSample));
+    // Only the required fields, too.
+    const minimalTask = { id: 't', description: '', state: 'pending', created_at: TS, updated_at: TS };
+    expect(readTaskHash(minimalTask)).toEqual(taskHash.parse(minimalTask));
+  });
+
+  it('what the schema refuses, the fast reader leaves to the schema', () => {
+    for (const [field, bad] of Object.entries({ state: 'lost', attempts: '-1', priority: 'asap', tags: '[1]', created_at: 'yesterday', max_cost_usd: 'NaN' })) {
+      const record = { ...taskSample, [field]: bad };
+      expect(taskHash.safeParse(record).success, field).toBe(false);
+      expect(readTaskHash(record), field).toBeUndefined();
+    }
+    for (const [field, bad] of Object.entries({ agent_type: 'robot', claim_backlog: 'yes', tasks_completed: '1.5', last_heartbeat: '' })) {
+      const record = { ...agentSample, [field]: bad };
+      expect(agentHash.safeParse(record).success, field).toBe(false);
+      expect(readAgentHash(record), field).toBeUndefined();
+    }
   });
 });

@@ -74,7 +74,8 @@ export function decodeUsageTotals(fields: Record<string, unknown>, prefix = ''):
   return Object.keys(usage).length > 0 ? usage : undefined;
 }
 
-const taskHash = z.object({
+/** @internal exported for the test that holds the fast readers to the schemas. */
+export const taskHash = z.object({
   id: z.string().min(1),
   description: z.string(),
   state: z.enum(['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled']),
@@ -100,7 +101,8 @@ const taskHash = z.object({
   max_tokens: count.optional(),
 });
 
-const agentHash = z.object({
+/** @internal exported for the test that holds the fast readers to the schemas. */
+export const agentHash = z.object({
   id: z.string().min(1),
   name: z.string().min(1),
   agent_type: z.enum(['worker', 'supervisor']),
@@ -148,9 +150,93 @@ function parseHash<T extends z.ZodType>(schema: T, key: string, fields: Record<s
   return result.data;
 }
 
+const TASK_STATES: ReadonlySet<string> = new Set(taskHash.shape.state.options);
+const PRIORITIES: ReadonlySet<string> = new Set(['low', 'normal', 'high', 'urgent']);
+const COUNT = /^\d+$/;
+const AMOUNT = /^-?\d+(\.\d+)?(e[+-]?\d+)?$/i;
+
+/**
+ * {@link taskHash} without zod, for the paths every task takes (each start, each wait's
+ * re-read), where zod's generic machinery was the costliest step of decoding: the same checks
+ * and the same output, or `undefined` at the first field that fails them (then the schema
+ * runs, and names every issue). The rarely set JSON fields still go through their schemas.
+ */
+export function readTaskHash(f: Record<string, unknown>): z.output<typeof taskHash> | undefined {
+  const { id, description, state, tags, usage, depends_on: dependsOn } = f;
+  if (typeof id !== 'string' || id === '' || typeof description !== 'string' || typeof state !== 'string' || !TASK_STATES.has(state)) return undefined;
+  const createdAt = time(f.created_at);
+  const updatedAt = time(f.updated_at);
+  if (createdAt === undefined || updatedAt === undefined) return undefined;
+  const h: z.output<typeof taskHash> = { id, description, state: state as TaskRecord['state'], created_at: createdAt, updated_at: updatedAt };
+  if (tags !== undefined) {
+    const list = stringArray(tags);
+    if (list === undefined) return undefined;
+    h.tags = list;
+  }
+  for (const name of ['assigned_to', 'result', 'error', 'parent_id', 'session_id', 'group'] as const) {
+    const value = f[name];
+    if (value === undefined) continue;
+    if (typeof value !== 'string') return undefined;
+    h[name] = value;
+  }
+  for (const name of ['started_at', 'completed_at'] as const) {
+    if (f[name] === undefined) continue;
+    const at = time(f[name]);
+    if (at === undefined) return undefined;
+    h[name] = at;
+  }
+  for (const name of ['attempts', 'max_attempts', 'timeout_ms', 'max_tokens'] as const) {
+    const value = f[name];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !COUNT.test(value)) return undefined;
+    h[name] = Number(value);
+  }
+  const { priority, on_dep_failure: onDepFailure, max_cost_usd: maxCost } = f;
+  if (priority !== undefined) {
+    if (typeof priority !== 'string' || !PRIORITIES.has(priority)) return undefined;
+    h.priority = priority as TaskRecord['priority'];
+  }
+  if (onDepFailure !== undefined) {
+    if (onDepFailure !== 'cancel' && onDepFailure !== 'run') return undefined;
+    h.on_dep_failure = onDepFailure;
+  }
+  if (maxCost !== undefined) {
+    if (typeof maxCost !== 'string' || !AMOUNT.test(maxCost)) return undefined;
+    h.max_cost_usd = Number(maxCost);
+  }
+  if (usage !== undefined) {
+    const parsed = taskHash.shape.usage.safeParse(usage);
+    if (!parsed.success) return undefined;
+    h.usage = parsed.data;
+  }
+  if (dependsOn !== undefined) {
+    const list = stringArray(dependsOn);
+    if (list === undefined) return undefined;
+    h.depends_on = list;
+  }
+  return h;
+}
+
+function time(value: unknown): Date | undefined {
+  return typeof value === 'string' ? parseIso(value) : undefined;
+}
+
+/** A JSON array of strings, or `undefined`. */
+function stringArray(value: unknown): string[] | undefined {
+  if (typeof value !== 'string') return undefined;
+  if (value === '[]') return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  return Array.isArray(parsed) && parsed.every((item) => typeof item === 'string') ? parsed : undefined;
+}
+
 /** Converts a task hash (`HGETALL`) into a {@link TaskRecord}. */
 export function decodeTask(key: string, fields: Record<string, string>): TaskRecord {
-  const h = parseHash(taskHash, key, fields);
+  const h = readTaskHash(fields) ?? parseHash(taskHash, key, fields);
   // The Rust Tinytown keeps a failed task's error in `result` (and so does the tinytown layout,
   // next to `error`): for a failed task that text is its error, not a result.
   const failure = h.state === 'failed' && h.result !== undefined && (h.error === undefined || h.error === h.result);
@@ -183,9 +269,81 @@ export function decodeTask(key: string, fields: Record<string, string>): TaskRec
   };
 }
 
+/** The fields of an agent hash that an {@link AgentInfo} shows: what `status` reads (HMGET). */
+export const AGENT_FIELDS: readonly string[] = Object.keys(agentHash.shape);
+
+const AGENT_STATES: ReadonlySet<string> = new Set(agentHash.shape.state.options);
+const AGENT_TEXT = ['current_task', 'nickname', 'role_id', 'parent_agent_id', 'worker_id', 'error', 'session_id', 'worktree'] as const;
+const AGENT_AMOUNTS = [
+  'usage_input_tokens',
+  'usage_output_tokens',
+  'usage_cache_read_tokens',
+  'usage_cache_write_tokens',
+  'usage_reasoning_tokens',
+  'usage_cost_usd',
+  'max_cost_usd',
+] as const;
+
+/**
+ * {@link agentHash} without zod, for `status()` (a thousand agents a call) and every other
+ * agent read: the same checks and output, or `undefined` at the first field that fails them
+ * (then the schema runs, and names every issue).
+ */
+export function readAgentHash(f: Record<string, unknown>): z.output<typeof agentHash> | undefined {
+  const { id, name, agent_type: type, state, cli, tags, claim_backlog: claim } = f;
+  if (typeof id !== 'string' || id === '' || typeof name !== 'string' || name === '') return undefined;
+  if ((type !== 'worker' && type !== 'supervisor') || typeof state !== 'string' || !AGENT_STATES.has(state) || typeof cli !== 'string') return undefined;
+  const createdAt = time(f.created_at);
+  const lastHeartbeat = time(f.last_heartbeat);
+  const lastActiveAt = time(f.last_active_at);
+  const { tasks_completed: completed, rounds_completed: rounds } = f;
+  if (createdAt === undefined || lastHeartbeat === undefined || lastActiveAt === undefined) return undefined;
+  if (typeof completed !== 'string' || !COUNT.test(completed) || typeof rounds !== 'string' || !COUNT.test(rounds)) return undefined;
+  const h: z.output<typeof agentHash> = {
+    id,
+    name,
+    agent_type: type,
+    state: state as AgentInfo['state'],
+    cli,
+    created_at: createdAt,
+    last_heartbeat: lastHeartbeat,
+    last_active_at: lastActiveAt,
+    tasks_completed: Number(completed),
+    rounds_completed: Number(rounds),
+  };
+  for (const field of AGENT_TEXT) {
+    const value = f[field];
+    if (value === undefined) continue;
+    if (typeof value !== 'string') return undefined;
+    h[field] = value;
+  }
+  for (const field of AGENT_AMOUNTS) {
+    const value = f[field];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !AMOUNT.test(value)) return undefined;
+    h[field] = Number(value);
+  }
+  for (const field of ['tasks_failed', 'max_tokens'] as const) {
+    const value = f[field];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !COUNT.test(value)) return undefined;
+    h[field] = Number(value);
+  }
+  if (tags !== undefined) {
+    const list = stringArray(tags);
+    if (list === undefined) return undefined;
+    h.tags = list;
+  }
+  if (claim !== undefined) {
+    if (claim !== '0' && claim !== '1') return undefined;
+    h.claim_backlog = claim;
+  }
+  return h;
+}
+
 /** Converts an agent hash (`HGETALL`) into an {@link AgentInfo}. */
 export function decodeAgent(key: string, fields: Record<string, string>): AgentInfo {
-  const h = parseHash(agentHash, key, fields);
+  const h = readAgentHash(fields) ?? parseHash(agentHash, key, fields);
   return {
     id: h.id,
     name: h.name,

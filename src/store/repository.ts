@@ -21,10 +21,10 @@ import {
 import { decodeMessage, encodeMessage, type Message, type MessageType } from '../message.js';
 import type { Priority, TaskInput, TaskRecord, TaskState, TaskUsage } from '../task.js';
 import { nowIso, parseIso } from '../time.js';
-import { decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
+import { AGENT_FIELDS, decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
 import { isClusterClient, type Connections, type RedisClient } from './connection.js';
 import { Keys, SUPERVISOR_ID, type KeyLayout } from './keys.js';
-import { READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
+import { defineScripts, READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -102,6 +102,9 @@ const WORKER_WRITES: ReadonlySet<ScriptName> = new Set<ScriptName>([
   'adopt',
 ]);
 
+/** The writes a worker may send on its own connection (see {@link Repository.prepareWorkerConnection}). */
+const OWN_CONNECTION_WRITES: readonly ScriptName[] = ['start', 'finish', 'retry'];
+
 /** Agents and tasks listed per adopt script run. */
 const ADOPT_BATCH = 500;
 
@@ -152,11 +155,24 @@ export class Repository {
 
   /** Runs a script with the common ARGV head; `now` becomes the records' timestamps. */
   private runAt(now: Date, name: ScriptName, ...args: (string | number)[]): Promise<ScriptReply> {
+    return this.runOn(this.redis, now, name, args);
+  }
+
+  /** {@link runAt} on a given client: the command connection, or a worker's own. */
+  private runOn(client: Redis, now: Date, name: ScriptName, args: (string | number)[]): Promise<ScriptReply> {
     const head = [this.keys.prefix, nowIso(now), now.getTime(), this.eventsMaxLen];
     if (this.replication === undefined || READ_ONLY_SCRIPTS.has(name) || name === 'heartbeat') {
-      return runScript(this.redis, name, this.keys.events, head, args);
+      return runScript(client, name, this.keys.events, head, args);
     }
-    return this.runReplicated(name, head, args, this.replication);
+    return this.runReplicated(client, name, head, args, this.replication);
+  }
+
+  /**
+   * Readies a worker's own connection for its start, finish and retry writes, which it may then
+   * pass as `via`: a duplicate of the command connection carries none of its scripts.
+   */
+  prepareWorkerConnection(client: Redis): void {
+    defineScripts(client, OWN_CONNECTION_WRITES);
   }
 
   /**
@@ -166,12 +182,13 @@ export class Repository {
    * machinery: a lost start or finish means the task runs again (at-least-once).
    */
   private async runReplicated(
+    client: Redis,
     name: ScriptName,
     head: (string | number)[],
     args: (string | number)[],
     { replicas, timeoutMs }: WriteReplication,
   ): Promise<ScriptReply> {
-    const { reply, confirmed } = await runScriptAndWait(this.redis, name, this.keys.events, head, args, replicas, timeoutMs);
+    const { reply, confirmed } = await runScriptAndWait(client, name, this.keys.events, head, args, replicas, timeoutMs);
     if (confirmed >= replicas) return reply;
     const err = new ReplicationTimeoutError(
       `${confirmed} of ${replicas} replica(s) confirmed the ${name} write within ${timeoutMs} ms (replicaTimeoutMs). It is applied on the primary and survives unless the primary fails before a replica copies it; it was not retried. Check the replicas (INFO replication: connected_slaves) — durability 'replicated' needs ${replicas} connected.`,
@@ -311,18 +328,19 @@ export class Repository {
   }
 
   async status(): Promise<StatusSnapshot> {
-    const [rawCounts, backlog, rawAgents, rawUsage] = (await this.run('status')) as unknown as [
+    const [rawCounts, backlog, rawAgents, rawUsage] = (await this.run('status', ...AGENT_FIELDS)) as unknown as [
       unknown,
       number,
-      [string, unknown, number][],
+      string,
       unknown,
     ];
     const counts: Record<string, number> = {};
     for (const [state, n] of Object.entries(toFields(rawCounts))) counts[state] = Number(n);
-    const agents = rawAgents.map(([id, fields, queued]) => ({
-      info: decodeAgent(this.keys.agent(id), toFields(fields)),
-      queued: Number(queued),
-    }));
+    const agents = (JSON.parse(rawAgents) as [string, (string | false)[], number][]).map(([id, values, queued]) => {
+      const fields: Record<string, string> = {};
+      for (let i = 0; i < AGENT_FIELDS.length; i++) if (typeof values[i] === 'string') fields[AGENT_FIELDS[i]!] = values[i] as string;
+      return { info: decodeAgent(this.keys.agent(id), fields), queued: Number(queued) };
+    });
     const usage = decodeUsageTotals(toFields(rawUsage));
     return { counts, backlog: Number(backlog), agents, ...(usage && { usage }) };
   }
@@ -446,9 +464,10 @@ export class Repository {
 
   // ── worker transitions ──────────────────────────────────────────────────────────────────
 
-  async start(workerId: string, agentId: string, entry: string, maxNotes: number): Promise<StartResult> {
+  /** `via`: the worker's own connection (see {@link prepareWorkerConnection}); default the command connection. */
+  async start(workerId: string, agentId: string, entry: string, maxNotes: number, via: Redis = this.redis): Promise<StartResult> {
     const { maxCostUsd, maxTokens } = this.townBudget;
-    return this.decodeStart(await this.run('start', workerId, agentId, entry, maxNotes, maxCostUsd ?? '', maxTokens ?? ''));
+    return this.decodeStart(await this.runOn(via, new Date(), 'start', [workerId, agentId, entry, maxNotes, maxCostUsd ?? '', maxTokens ?? '']));
   }
 
   private decodeStart(reply: readonly unknown[]): StartResult {
@@ -489,9 +508,8 @@ export class Repository {
     notesUsed: number;
     /** Start the agent's next queued task in the same step (up to this many notes with it). */
     fetchNext?: { maxNotes: number };
-  }): Promise<{ result: FinishResult; next?: { entry: string; started: StartResult & { kind: 'task' } } }> {
-    const [status, , next] = await this.run(
-      'finish',
+  }, via: Redis = this.redis): Promise<{ result: FinishResult; next?: { entry: string; started: StartResult & { kind: 'task' } } }> {
+    const [status, , next] = await this.runOn(via, new Date(), 'finish', [
       args.workerId,
       args.agentId,
       args.taskId,
@@ -508,7 +526,7 @@ export class Repository {
       args.fetchNext?.maxNotes ?? 0,
       this.townBudget.maxCostUsd ?? '',
       this.townBudget.maxTokens ?? '',
-    );
+    ]);
     const result: FinishResult =
       status === STATUS.STALE_FENCE
         ? 'stale'
@@ -536,9 +554,8 @@ export class Repository {
     attempt: number;
     error: string;
     usage?: TaskUsage;
-  }): Promise<{ attempts: number; budgetUsd?: number } | { stop: FinishResult } | { budget: string }> {
-    const [status, detail, left] = await this.run(
-      'retry',
+  }, via: Redis = this.redis): Promise<{ attempts: number; budgetUsd?: number } | { stop: FinishResult } | { budget: string }> {
+    const [status, detail, left] = await this.runOn(via, new Date(), 'retry', [
       args.workerId,
       args.agentId,
       args.taskId,
@@ -548,7 +565,7 @@ export class Repository {
       args.attempt,
       this.townBudget.maxCostUsd ?? '',
       this.townBudget.maxTokens ?? '',
-    );
+    ]);
     if (status === STATUS.STALE_FENCE) return { stop: 'stale' };
     if (status === STATUS.SUPERSEDED) return { stop: 'superseded' };
     if (status === STATUS.TASK_NOT_FOUND) return { stop: 'missing' };

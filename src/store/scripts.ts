@@ -91,9 +91,13 @@ const COMMANDS = Object.fromEntries(
 
 type ScriptFn = (eventsKey: string, ...args: (string | number)[]) => Promise<ScriptReply>;
 
-/** Registers every script on a client (idempotent); ioredis runs them by EVALSHA, loading on NOSCRIPT. */
-export function defineScripts(client: Redis): void {
-  for (const name of Object.keys(SOURCES) as ScriptName[]) {
+/**
+ * Registers scripts on a client (idempotent): every one, or only `names` (a worker's own
+ * connection needs three, and hashing all of them per worker would add up at 1,000 workers).
+ * ioredis runs them by EVALSHA, loading on NOSCRIPT.
+ */
+export function defineScripts(client: Redis, names: readonly ScriptName[] = Object.keys(SOURCES) as ScriptName[]): void {
+  for (const name of names) {
     const command = COMMANDS[name];
     if (typeof (client as unknown as Record<string, unknown>)[command] === 'function') continue;
     client.defineCommand(command, { numberOfKeys: 1, lua: `${lib}\n${SOURCES[name]}` });

@@ -92,13 +92,22 @@ export class Worker {
   readonly done: Promise<void>;
 
   private conn: Redis | undefined;
+  /** `conn` was closed for a stop: writes go to the command connection from then on. */
+  private connDropped = false;
+  /** Writes in flight through {@link ownWrite}: a stop leaves `conn` open for them. */
+  private writing = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
   private current: CurrentRun | undefined;
   private stopping = false;
   private handback = false;
-  /** Aborted by giveUp(): a write still waiting for Redis is abandoned, not awaited. */
-  private readonly givenUp = new AbortController();
+  /** Set by giveUp(): a write still waiting for Redis is abandoned, not awaited. */
+  private gaveUp: Error | undefined;
+  /**
+   * How to abandon each write in flight. A plain set, not an AbortSignal listener per write:
+   * EventTarget's bookkeeping was a few per cent of a worker's CPU time under load.
+   */
+  private readonly abandon = new Set<(reason: Error) => void>();
   private resync = false;
   private stateVersion = 0;
   /**
@@ -144,6 +153,7 @@ export class Worker {
     };
     try {
       this.conn = await connections.openBlocking(`worker:${agent.name}`);
+      repo.prepareWorkerConnection(this.conn);
       this.registered((await repo.registerWorker(agent.id, this.id, this.settings.leaseMs)).eventId);
     } catch (err) {
       this.unsubscribe();
@@ -178,13 +188,20 @@ export class Worker {
     if (force) this.giveUp();
     this.wake?.();
     // Unblock a waiting BLMOVE; an entry it moved meanwhile is handed back on release.
-    if (this.conn && !this.current) this.deps.connections.dropBlocking(this.conn);
+    if (!this.current && this.writing === 0) this.dropConn();
+  }
+
+  private dropConn(): void {
+    if (this.conn === undefined) return;
+    this.connDropped = true;
+    this.deps.connections.dropBlocking(this.conn);
   }
 
   /** Hands the running task back now, and stops retrying writes (Redis may be away for long). */
   private giveUp(): void {
     this.handback = true;
-    this.givenUp.abort(new Error('worker stopping: gave up waiting for Redis'));
+    this.gaveUp ??= new Error('worker stopping: gave up waiting for Redis');
+    for (const reject of this.abandon) reject(this.gaveUp);
     this.interrupt('handback');
   }
 
@@ -235,7 +252,7 @@ export class Worker {
       const versionBefore = this.stateVersion;
       let started;
       try {
-        started = await this.persist(() => repo.start(this.id, agent.id, entry, MAX_NOTES));
+        started = await this.ownWrite((via) => repo.start(this.id, agent.id, entry, MAX_NOTES, via));
       } catch (err) {
         report(err);
         this.resync = true;
@@ -325,7 +342,7 @@ export class Worker {
     // Handed back or lease lost: the entry stays claimed; release (or a reclaim) requeues it.
     if (run.interruption === 'handback' || run.interruption === 'lease-lost') return undefined;
     try {
-      const { next } = await this.persist(() =>
+      const { next } = await this.ownWrite((via) =>
         repo.finish({
           workerId: this.id,
           agentId: agent.id,
@@ -338,7 +355,7 @@ export class Worker {
           ...(outcome.sessionId && { sessionId: outcome.sessionId }),
           notesUsed: notes.length,
           ...(!this.stopping && { fetchNext: { maxNotes: MAX_NOTES } }),
-        }),
+        }, via),
       );
       return next;
     } catch (err) {
@@ -358,7 +375,7 @@ export class Worker {
     let attempts = task.attempts;
     // A stopping worker keeps retrying: its grace period, not the retry, decides when to hand back.
     while (!outcome.ok && outcome.retryable === true && attempts < task.maxAttempts && !run.interruption) {
-      const recorded = await this.persist(() =>
+      const recorded = await this.ownWrite((via) =>
         this.deps.repo.retryRun({
           workerId: this.id,
           agentId: this.deps.agent.id,
@@ -367,7 +384,7 @@ export class Worker {
           attempt: attempts,
           error: outcome.text,
           ...(outcome.usage && { usage: outcome.usage }),
-        }),
+        }, via),
       );
       if ('stop' in recorded) return { ...outcome, usage: undefined }; // settled elsewhere: finish says so
       // Its own budget is spent (the usage is recorded): fail it with both reasons, no retry.
@@ -399,13 +416,11 @@ export class Worker {
    * only when the worker is stopping hard (giveUp()), then at once, even mid-attempt.
    */
   private persist<T>(write: () => Promise<T>): Promise<T> {
-    const { signal } = this.givenUp;
     const attempt = (): Promise<T> =>
       new Promise<T>((resolve, reject) => {
-        if (signal.aborted) return reject(signal.reason);
-        const onAbort = (): void => reject(signal.reason);
-        signal.addEventListener('abort', onAbort, { once: true });
-        write().then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+        if (this.gaveUp) return reject(this.gaveUp);
+        this.abandon.add(reject);
+        write().then(resolve, reject).finally(() => this.abandon.delete(reject));
       });
     // The first try goes straight out: retry machinery only for the writes that need it.
     return attempt().catch(() =>
@@ -416,6 +431,22 @@ export class Worker {
         shouldRetry: ({ error, retriesConsumed }) => !this.handback && (isConnectionFault(error) || retriesConsumed < 200),
       }),
     );
+  }
+
+  /**
+   * A write of the worker's own (start, finish, retry), persisted, on its blocking connection
+   * when that is ready: idle between BLMOVEs, it sends the write at once, where the
+   * auto-pipelined command connection holds it until its next tick and behind the batch it has
+   * in flight. Otherwise (reconnecting, closed for a stop) on the command connection, whose
+   * offline queue and re-sending serve a Redis that is away.
+   */
+  private ownWrite<T>(write: (via: Redis) => Promise<T>): Promise<T> {
+    this.writing++;
+    return this.persist(() => {
+      const conn = this.conn;
+      if (conn === undefined || this.connDropped || conn.status !== 'ready') return write(this.deps.connections.command);
+      return unlessClosed(conn, write(conn));
+    }).finally(() => this.writing--);
   }
 
   private waitForStateChange(since: number): Promise<void> {
@@ -452,8 +483,8 @@ export class Worker {
   private async release(): Promise<void> {
     clearInterval(this.heartbeatTimer);
     this.unsubscribe?.();
-    const { repo, agent, connections, report } = this.deps;
-    if (this.conn) connections.dropBlocking(this.conn);
+    const { repo, agent, report } = this.deps;
+    this.dropConn();
     // Bounded, so a stop or close() with Redis away does not wait for Redis (commands queue for
     // ~10 s per attempt): the lease expires and the sweeper hands the work back instead.
     const giveUp = new AbortController();
@@ -487,6 +518,21 @@ export class Worker {
  */
 function entersBacklog(event: TownEvent): boolean {
   return event.type === 'backlog.added' || (event.type === 'task.reclaimed' && event.data.to === 'backlog');
+}
+
+/**
+ * A blocking connection does not re-send what a reconnect cut off
+ * (`autoResendUnfulfilledCommands: false`), nor reject it: a write in flight when it closes
+ * would stay pending for ever. It rejects as a connection fault instead, so `persist` sends it
+ * again (every worker write is idempotent).
+ */
+function unlessClosed<T>(conn: Redis, pending: Promise<T>): Promise<T> {
+  let onClose: (() => void) | undefined;
+  const closed = new Promise<never>((_, reject) => {
+    onClose = () => reject(new Error('Connection is closed with a write in flight'));
+    conn.once('close', onClose);
+  });
+  return Promise.race([pending, closed]).finally(() => conn.off('close', onClose!));
 }
 
 /** Waits `base * 2^(n-1)` ms (±20 %, at most a minute); resolves false if aborted first. */

@@ -89,9 +89,12 @@ else
   state = 'assigned'
   redis.call('HSET', tkey, 'assigned_to', aid)
   set_task_state(tkey, tid, nil, 'assigned')
-  enqueue(key('inbox', aid), message)
+  -- Events before the entry: Redis answers the blocked clients in the order their keys were
+  -- written and sends the last answered first, so the worker's BLMOVE reply leaves before the
+  -- event readers' XREAD replies and its start is not held up by their parsing.
   emit({ type = 'task.created', task_id = tid, agent_id = aid, message = 'task created' })
   emit({ type = 'task.assigned', task_id = tid, agent_id = aid, message = 'task assigned' })
+  enqueue(key('inbox', aid), message)
 end
 if group ~= '' then coord().group_join(group, tid, state) end
 return { 0, tonumber(max_attempts), state, failed_dep or '' }
