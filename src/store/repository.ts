@@ -24,7 +24,7 @@ import { nowIso, parseIso } from '../time.js';
 import { AGENT_FIELDS, decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
 import { isClusterClient, type Connections, type RedisClient } from './connection.js';
 import { Keys, SUPERVISOR_ID, type KeyLayout } from './keys.js';
-import { defineScripts, READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
+import { defineScripts, pipelineScript, READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -468,6 +468,37 @@ export class Repository {
   async start(workerId: string, agentId: string, entry: string, maxNotes: number, via: Redis = this.redis): Promise<StartResult> {
     const { maxCostUsd, maxTokens } = this.townBudget;
     return this.decodeStart(await this.runOn(via, new Date(), 'start', [workerId, agentId, entry, maxNotes, maxCostUsd ?? '', maxTokens ?? '']));
+  }
+
+  /**
+   * Whether {@link claimAndStart} may be used: not with `durability: 'replicated'`, whose start
+   * must be followed by its WAIT.
+   */
+  get canClaimAndStart(): boolean {
+    return this.replication === undefined;
+  }
+
+  /**
+   * The worker's BLMOVE and the start of what it moves, sent together on the worker's own
+   * connection (prepared by {@link prepareWorkerConnection}): Redis runs the start the moment
+   * the BLMOVE returns, so an idle agent's task starts one round trip after its assign, where
+   * BLMOVE-then-start took two. `undefined` when the BLMOVE timed out. Rejects when either part
+   * failed: the entry may then be in the processing list, started or not, and the worker resyncs
+   * from there (start is idempotent).
+   */
+  async claimAndStart(conn: Redis, workerId: string, agentId: string, blockSeconds: number, maxNotes: number): Promise<{ entry: string; started: StartResult } | undefined> {
+    const { maxCostUsd, maxTokens } = this.townBudget;
+    const pipeline = conn.pipeline();
+    pipeline.blmove(this.keys.inbox(agentId), this.keys.processing(workerId), 'LEFT', 'RIGHT', blockSeconds);
+    const head = [this.keys.prefix, nowIso(), Date.now(), this.eventsMaxLen];
+    pipelineScript(pipeline, 'start', this.keys.events, head, [workerId, agentId, '', maxNotes, maxCostUsd ?? '', maxTokens ?? '']);
+    const [moved, start] = (await pipeline.exec()) ?? [];
+    if (moved?.[0]) throw moved[0];
+    if (start === undefined) throw new Error('start: no reply in its pipeline');
+    if (start[0]) throw start[0];
+    const [entry, reply] = start[1] as [string, unknown[]?];
+    if (entry === '' || reply === undefined) return undefined;
+    return { entry, started: this.decodeStart(reply) };
   }
 
   private decodeStart(reply: readonly unknown[]): StartResult {

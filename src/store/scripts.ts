@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import adopt from './lua/adopt.lua';
 import assign from './lua/assign.lua';
 import backlogAutoClaim from './lua/backlog-auto-claim.lua';
@@ -124,6 +124,19 @@ export function runScript(
   return fn.call(client, eventsKey, ...head, ...args);
 }
 
+/** Queues a script on a pipeline, with the common ARGV head, as {@link runScript} sends it. */
+export function pipelineScript(
+  pipeline: ChainableCommander,
+  name: ScriptName,
+  eventsKey: string,
+  head: readonly (string | number)[],
+  args: readonly (string | number)[],
+): void {
+  const fn = (pipeline as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
+  if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
+  fn.call(pipeline, eventsKey, ...head, ...args);
+}
+
 /**
  * Scripts whose header says `(read-only)` (`-- <name> v<version> (read-only):`): they write
  * nothing, so `durability: 'replicated'` waits for no replica after them.
@@ -158,10 +171,8 @@ export async function runScriptAndWait(
   timeoutMs: number,
 ): Promise<ReplicatedReply> {
   const pipeline = client.pipeline();
-  const fn = (pipeline as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
-  if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
   pipeline.client('ID');
-  fn.call(pipeline, eventsKey, ...head, ...args);
+  pipelineScript(pipeline, name, eventsKey, head, args);
   pipeline.wait(replicas, timeoutMs);
   pipeline.client('ID');
   const results = (await pipeline.exec()) ?? [];

@@ -247,12 +247,13 @@ export class Worker {
     const { repo, agent, report } = this.deps;
     if (this.settings.claimBacklog) await repo.autoClaim(agent.id).catch(report);
     while (!this.stopping) {
-      const entry = await this.claim(conn);
-      if (entry === undefined || this.stopping) continue;
       const versionBefore = this.stateVersion;
+      const claimed = await this.claim(conn);
+      if (claimed === undefined || (this.stopping && claimed.started === undefined)) continue;
+      const { entry } = claimed;
       let started;
       try {
-        started = await this.ownWrite((via) => repo.start(this.id, agent.id, entry, MAX_NOTES, via));
+        started = claimed.started ?? (await this.ownWrite((via) => repo.start(this.id, agent.id, entry, MAX_NOTES, via)));
       } catch (err) {
         report(err);
         this.resync = true;
@@ -279,27 +280,28 @@ export class Worker {
 
   /**
    * The next inbox entry: first anything left in our processing list after a fault, then (in
-   * the tinytown layout) the urgent list.
+   * the tinytown layout) the urgent list, then a blocking move from the inbox — sent together
+   * with its start where it can be ({@link Repository.claimAndStart}), so `started` comes too.
    */
-  private async claim(conn: Redis): Promise<string | undefined> {
-    const { repo, connections } = this.deps;
+  private async claim(conn: Redis): Promise<{ entry: string; started?: StartResult } | undefined> {
+    const { repo, connections, agent } = this.deps;
     const keys = repo.keys;
     try {
       if (this.resync) {
         const left = await connections.command.lindex(keys.processing(this.id), 0);
         this.resync = false;
-        if (left) return left;
+        if (left) return { entry: left };
       }
       if (repo.tinytown) {
-        const urgent = await connections.command.lmove(keys.urgent(this.deps.agent.id), keys.processing(this.id), 'LEFT', 'RIGHT');
-        if (urgent) return urgent;
+        const urgent = await connections.command.lmove(keys.urgent(agent.id), keys.processing(this.id), 'LEFT', 'RIGHT');
+        if (urgent) return { entry: urgent };
       }
-      const entry = await withWatchdog(
-        conn,
-        conn.blmove(keys.inbox(this.deps.agent.id), keys.processing(this.id), 'LEFT', 'RIGHT', this.blockSeconds),
-        this.blockSeconds * 1000 + WATCHDOG_GRACE_MS,
-      );
-      return entry ?? undefined;
+      const timeoutMs = this.blockSeconds * 1000 + WATCHDOG_GRACE_MS;
+      if (repo.canClaimAndStart) {
+        return await withWatchdog(conn, repo.claimAndStart(conn, this.id, agent.id, this.blockSeconds, MAX_NOTES), timeoutMs);
+      }
+      const entry = await withWatchdog(conn, conn.blmove(keys.inbox(agent.id), keys.processing(this.id), 'LEFT', 'RIGHT', this.blockSeconds), timeoutMs);
+      return entry ? { entry } : undefined;
     } catch (err) {
       if (this.stopping) return undefined;
       // The move may have happened without us seeing the reply: look in our list next time.
