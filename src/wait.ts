@@ -60,7 +60,6 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
   const { signal, timeoutMs } = options;
   if (signal?.aborted) throw new AbortedError(`Stopped waiting for ${spec.what}: aborted.`, { cause: signal.reason });
   if (spec.closing.aborted) throw spec.closing.reason;
-  await spec.reader.ensureStarted();
 
   return new Promise<T>((resolve, reject) => {
     let settled = false;
@@ -72,7 +71,7 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
     const finish = (fn: () => void): void => {
       if (settled) return;
       settled = true;
-      unsubscribe();
+      unsubscribe?.();
       clearTimeout(timer);
       clearTimeout(retry);
       signal?.removeEventListener('abort', onAbort);
@@ -110,9 +109,26 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
       checking = false;
     };
 
-    const unsubscribe = spec.reader.subscribe((event) => {
-      if (!settled && spec.relevant(event)) void recheck();
-    }, spec.agentId);
+    // The reader first (its position is where this wait starts listening), then the listener,
+    // then the first check: an event between the check and the listener cannot be missed.
+    // Starting the reader may meet Redis away, as a check may: try again, within the timeout.
+    let unsubscribe: (() => void) | undefined;
+    const begin = async (): Promise<void> => {
+      try {
+        await spec.reader.ensureStarted();
+      } catch (err) {
+        if (settled) return;
+        if (!isConnectionFault(err)) return finish(() => reject(err));
+        retry = setTimeout(() => void begin(), Math.min(1_000, 100 * 2 ** faults++));
+        return;
+      }
+      if (settled) return;
+      faults = 0;
+      unsubscribe = spec.reader.subscribe((event) => {
+        if (!settled && spec.relevant(event)) void recheck();
+      }, spec.agentId);
+      void recheck();
+    };
     const timer =
       timeoutMs === undefined
         ? undefined
@@ -122,9 +138,9 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
           );
     signal?.addEventListener('abort', onAbort, { once: true });
     spec.closing.addEventListener('abort', onClose, { once: true });
-    // An abort while the reader was starting fired before these listeners existed.
+    // Aborted or closed between the checks above and these listeners.
     if (signal?.aborted) return onAbort();
     if (spec.closing.aborted) return onClose();
-    void recheck();
+    void begin();
   });
 }
