@@ -920,6 +920,8 @@ export class Town implements AsyncDisposable {
         what: `agent ${name} to be idle`,
         agentId,
         relevant: (event) => event.agentId === agentId && MAY_IDLE_AGENT.has(event.type),
+        // Its next task started: not idle until that one ends, which is itself an event.
+        busy: (event) => event.type === 'task.started' && event.agentId === agentId,
         check: async () => {
           const probe = await this.repo.idleProbe(agentId);
           if (probe.state === '') throw new AgentNotFoundError(`Agent ${name} was removed while waiting for it.`);

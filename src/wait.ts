@@ -36,6 +36,12 @@ export interface WaitSpec<T> {
   /** Which events may change the answer. */
   relevant: (event: TownEvent) => boolean;
   /**
+   * Events after which the answer is "keep waiting" until a later relevant event (an agent's
+   * `task.started` for an idle wait): a relevant event followed by one of these in the same
+   * batch from the reader needs no check. Without it, every relevant event checks.
+   */
+  busy?: (event: TownEvent) => boolean;
+  /**
    * When only events naming this agent are relevant: the reader then hands the wait that
    * agent's events alone (with many waits, each event reaches one instead of all).
    */
@@ -82,6 +88,14 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
       finish(() => reject(new AbortedError(`Stopped waiting for ${spec.what}: aborted.`, { cause: signal?.reason })));
     const onClose = (): void => finish(() => reject(spec.closing.reason));
 
+    // A relevant event not yet checked, with `busy`: see the subscription below.
+    let due = false;
+    const checkIfDue = (): void => {
+      if (!due) return;
+      due = false;
+      if (!settled) void recheck();
+    };
+
     // Serialised re-checks: an event arriving mid-check schedules exactly one more.
     const recheck = async (): Promise<void> => {
       if (checking) {
@@ -124,9 +138,24 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
       }
       if (settled) return;
       faults = 0;
-      unsubscribe = spec.reader.subscribe((event) => {
-        if (!settled && spec.relevant(event)) void recheck();
-      }, spec.agentId);
+      const { busy } = spec;
+      unsubscribe = spec.reader.subscribe(
+        busy === undefined
+          ? (event) => {
+              if (!settled && spec.relevant(event)) void recheck();
+            }
+          : (event) => {
+              if (settled) return;
+              if (spec.relevant(event)) {
+                // The reader hands over a batch synchronously: check once it is all in.
+                if (!due) queueMicrotask(checkIfDue);
+                due = true;
+              } else if (due && busy(event)) {
+                due = false;
+              }
+            },
+        spec.agentId,
+      );
       void recheck();
     };
     const timer =

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { parseIso } from '../time.js';
 
 /**
  * Event types: what can happen in a town. Each is a {@link TownEvent}'s `type`.
@@ -164,7 +165,7 @@ export function parseEvent(id: string, fields: readonly string[]): TownEvent | u
     else if (!own && (k === 'old_state' || k === 'new_state') && typeof v === 'string') data[camelCase(k)] = v.toLowerCase();
     else if (k !== 'type' && k !== 'event_type') data[camelCase(k)] = v;
   }
-  const at = typeof timestamp === 'string' ? new Date(timestamp) : new Date(NaN);
+  const at = typeof timestamp === 'string' ? (parseIso(timestamp) ?? new Date(timestamp)) : new Date(NaN);
   const event: TownEvent = { id, type, at: Number.isNaN(at.getTime()) ? new Date(Number(id.split('-')[0])) : at, data };
   if (agentId !== undefined) event.agentId = agentId;
   if (taskId !== undefined) event.taskId = taskId;

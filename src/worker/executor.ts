@@ -70,7 +70,10 @@ export function handlerExecutor(run: TaskHandler): Executor {
         else signal.addEventListener('abort', onAbort, { once: true });
       });
       aborted.catch(() => undefined); // a handler that throws at once leaves this unawaited
-      const value = await Promise.race([run(task, { ...rest, signal, messages: notes, log, reportUsage }), aborted]);
+      const returned = run(task, { ...rest, signal, messages: notes, log, reportUsage });
+      // A value returned at once would win the race even against a fired signal: no race.
+      if (!isThenable(returned)) return { ok: true, text: stringify(returned), usage };
+      const value = await Promise.race([returned, aborted]);
       return { ok: true, text: stringify(value), usage };
     } catch (err) {
       return { ok: false, text: describeError(err), retryable: isRetryable(err), usage };
@@ -78,6 +81,10 @@ export function handlerExecutor(run: TaskHandler): Executor {
       if (onAbort) signal.removeEventListener('abort', onAbort);
     }
   };
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
 }
 
 /** AbortSignal.timeout's reason is a DOMException named TimeoutError: say what timed out. */

@@ -21,9 +21,10 @@ local max_attempts, timeout_ms, parent_id, message = ARGV[10], ARGV[11], ARGV[12
 local group, depends_on, on_dep_failure = ARGV[14] or '', ARGV[15] or '', ARGV[16] or ''
 local max_cost, max_tokens = ARGV[17] or '', ARGV[18] or ''
 
-if aid ~= '' and redis.call('HEXISTS', key('agent', aid), 'state') == 0 then return { E_AGENT_NOT_FOUND } end
+local agent = aid ~= '' and redis.call('HMGET', key('agent', aid), 'state', 'max_attempts') or {}
+if aid ~= '' and not agent[1] then return { E_AGENT_NOT_FOUND } end
 if max_attempts == '' then
-  max_attempts = (aid ~= '' and redis.call('HGET', key('agent', aid), 'max_attempts')) or '3'
+  max_attempts = agent[2] or '3'
 end
 
 local tkey = key('task', tid)
@@ -87,8 +88,7 @@ elseif aid == '' then
   emit({ type = 'backlog.added', task_id = tid, message = 'task added to the backlog' })
 else
   state = 'assigned'
-  redis.call('HSET', tkey, 'assigned_to', aid)
-  set_task_state(tkey, tid, nil, 'assigned')
+  set_task_state(tkey, tid, nil, 'assigned', 'assigned_to', aid)
   -- Events before the entry: Redis answers the blocked clients in the order their keys were
   -- written and sends the last answered first, so the worker's BLMOVE reply leaves before the
   -- event readers' XREAD replies and its start is not held up by their parsing.

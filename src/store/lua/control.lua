@@ -20,11 +20,11 @@ elseif action == 'resume' then
   target = busy and 'working' or 'idle'
 elseif action == 'drain' then
   if state == 'stopped' or state == 'error' then return { 0, state } end
-  target = (busy or queue_len(aid) > 0 or claimed_len(aid) > 0) and 'draining' or 'stopped'
+  target = (busy or queue_len(aid) > 0 or rare().claimed_len(aid) > 0) and 'draining' or 'stopped'
 elseif action == 'stop' then
   target = 'stopped'
 end
 
 set_agent_state(aid, target, 'agent ' .. action, force == '1' or nil)
-if TT and (action == 'stop' or action == 'drain') and not has_live_worker(aid) then set_stop_flag(aid) end
+if TT and (action == 'stop' or action == 'drain') and not rare().has_live_worker(aid) then rare().set_stop_flag(aid) end
 return { 0, target }

@@ -43,7 +43,7 @@ local function next_task()
 end
 
 redis.call('LREM', key('processing', wid), 1, raw)
-local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'finished_fence', 'group', 'dependants')
+local t = redis.call('HMGET', tkey, 'state', 'fence', 'reply_to', 'finished_fence', 'group', 'dependants', 'error')
 local state = t[1]
 if not state then return { E_TASK_NOT_FOUND } end
 if t[4] == fence then
@@ -61,7 +61,8 @@ if t[2] ~= fence then
   return { E_STALE_FENCE }
 end
 
-redis.call('HSET', tkey, 'finished_fence', fence)
+-- `finished_fence` (what makes a second run of this finish a repeat) is written by each outcome
+-- below, in the HSET it makes anyway.
 record_usage(tkey, aid, usage)
 if notes_used > 0 then redis.call('LTRIM', key('notes', aid), notes_used, -1) end
 if session ~= '' then
@@ -71,26 +72,25 @@ end
 redis.call('HDEL', tkey, 'worker_id')
 
 if state ~= 'running' then
-  foreign_settlement(tid, state, aid) -- `tt task complete` during the run
-  agent_after_task(aid, tid)
-  auto_claim(aid, claim_id, town_cost, town_tokens)
+  redis.call('HSET', tkey, 'finished_fence', fence)
+  rare().foreign_settlement(tid, state, aid) -- `tt task complete` during the run
+  if agent_after_task(aid, tid) == '1' then auto_claim(aid, claim_id, town_cost, town_tokens) end
   return { E_SUPERSEDED, state, next_task() }
 end
 
 local function reply(summary)
-  if t[3] then send_answer(t[3], aid, tid, reply_id, summary) end
+  if t[3] then rare().send_answer(t[3], aid, tid, reply_id, summary) end
 end
 
 if outcome == 'completed' then
-  redis.call('HSET', tkey, 'result', text)
-  redis.call('HDEL', tkey, 'error') -- a retried run's error is history once it succeeds
-  set_task_state(tkey, tid, 'running', 'completed')
+  if t[7] then redis.call('HDEL', tkey, 'error') end -- a retried run's error is history once it succeeds
+  set_task_state(tkey, tid, 'running', 'completed', 'result', text, 'finished_fence', fence)
   redis.call('HINCRBY', akey, 'tasks_completed', 1)
   redis.call('HINCRBY', akey, 'rounds_completed', 1)
   emit({ type = 'task.completed', task_id = tid, agent_id = aid, message = 'task completed' })
   reply(text)
 else
-  redis.call('HSET', tkey, 'error', text)
+  redis.call('HSET', tkey, 'error', text, 'finished_fence', fence)
   failed_result(tkey, text)
   set_task_state(tkey, tid, 'running', 'failed')
   redis.call('HINCRBY', akey, 'tasks_failed', 1)
@@ -98,6 +98,5 @@ else
   reply('failed: ' .. text)
 end
 if t[5] or t[6] then task_ended(tid, outcome, t[5], t[6]) end
-agent_after_task(aid, tid)
-auto_claim(aid, claim_id, town_cost, town_tokens)
+if agent_after_task(aid, tid) == '1' then auto_claim(aid, claim_id, town_cost, town_tokens) end
 return { 0, outcome, next_task() }

@@ -20,7 +20,7 @@ redis.call('HSET', akey, 'last_heartbeat', NOW)
 if not TT then return { 1 } end
 
 local a = redis.call('HMGET', akey, 'state', 'current_task')
-local state, busy = a[1], a[2] or queue_len(aid) > 0 or claimed_len(aid) > 0
+local state, busy = a[1], a[2] or queue_len(aid) > 0 or rare().claimed_len(aid) > 0
 if redis.call('DEL', key('stop', aid)) == 1 then
   if state == 'draining' then
     if busy then return { 1 } end -- finish stops it once drained

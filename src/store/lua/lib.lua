@@ -133,30 +133,16 @@ local function task_ended(tid, state, group, dependants)
   return coord().task_ended(tid, state, group, dependants)
 end
 
--- Tinytown layout: a task a foreign writer settled (`tt task complete` rewrites the hash and
--- nothing else) is neither in the retention index nor announced, so waits would not wake. Both
--- are done here, once: the retention index marks a settlement as known.
-local function foreign_settlement(tid, state, aid)
-  if not TT or not is_terminal(state) or redis.call('ZSCORE', key('idx:done'), tid) then return end
-  redis.call('ZADD', key('idx:done'), NOW_MS, tid)
-  emit({ type = 'task.' .. state, task_id = tid, agent_id = aid or nil, message = 'task ' .. state .. ' by another writer', external = true })
-  local c = redis.call('HMGET', key('task', tid), 'group', 'dependants')
-  if c[1] or c[2] then task_ended(tid, state, c[1], c[2]) end
-end
-
--- The Rust CLI's stop flag, as `tt kill` sets it.
-local function set_stop_flag(aid)
-  redis.call('SET', key('stop', aid), '1', 'EX', STOP_TTL)
-end
-
 -- Moves a task between states, keeping the per-state counters and the retention index right.
-local function set_task_state(tkey, tid, from, to)
-  redis.call('HSET', tkey, 'state', to, 'updated_at', NOW)
+-- `...`: more field/value pairs for the task, written in the same HSET (each call costs).
+local function set_task_state(tkey, tid, from, to, ...)
   if from then redis.call('HINCRBY', key('counts'), from, -1) end
   redis.call('HINCRBY', key('counts'), to, 1)
   if is_terminal(to) then
-    redis.call('HSET', tkey, 'completed_at', NOW)
+    redis.call('HSET', tkey, 'state', to, 'updated_at', NOW, 'completed_at', NOW, ...)
     redis.call('ZADD', key('idx:done'), NOW_MS, tid)
+  else
+    redis.call('HSET', tkey, 'state', to, 'updated_at', NOW, ...)
   end
 end
 
@@ -224,21 +210,16 @@ local function enqueue(list, raw)
   redis.call('RPUSH', list, raw)
 end
 
--- Answers a query: an informational message to its sender `to`, correlated with the task.
-local function send_answer(to, from, tid, msg_id, summary)
-  local json = '{"id":' .. json_string(msg_id) .. ',"from":' .. json_string(from) .. ',"to":' .. json_string(to) ..
-    ',"type":"informational","summary":' .. json_string(summary) .. ',"priority":"normal","created_at":' ..
-    json_string(NOW) .. ',"correlation_id":' .. json_string(tid) .. '}'
-  enqueue(key('inbox', to), json)
-  emit({ type = 'message.sent', agent_id = to, task_id = tid, message = 'answer sent', message_id = msg_id, from = from, to = to, kind = 'info' })
+-- Usage fields a CLI may report (record JSON name, hash field name); built on first use.
+local USAGE_FIELDS
+local function usage_fields()
+  USAGE_FIELDS = USAGE_FIELDS or {
+    { 'inputTokens', 'input_tokens' }, { 'outputTokens', 'output_tokens' },
+    { 'cacheReadTokens', 'cache_read_tokens' }, { 'cacheWriteTokens', 'cache_write_tokens' },
+    { 'reasoningTokens', 'reasoning_tokens' }, { 'costUsd', 'cost_usd' },
+  }
+  return USAGE_FIELDS
 end
-
--- Usage fields a CLI may report (record JSON name, hash field name).
-local USAGE_FIELDS = {
-  { 'inputTokens', 'input_tokens' }, { 'outputTokens', 'output_tokens' },
-  { 'cacheReadTokens', 'cache_read_tokens' }, { 'cacheWriteTokens', 'cache_write_tokens' },
-  { 'reasoningTokens', 'reasoning_tokens' }, { 'costUsd', 'cost_usd' },
-}
 
 -- Adds one run's usage to its task (summed over the task's runs), its agent (`usage_*` fields)
 -- and the town (the `usage` hash). Every run counts, failed ones too: their tokens were spent.
@@ -252,7 +233,7 @@ local function record_usage(tkey, aid, usage_json)
     local ok2, parsed = pcall(cjson.decode, previous)
     if ok2 and type(parsed) == 'table' then total = parsed end
   end
-  for _, field in ipairs(USAGE_FIELDS) do
+  for _, field in ipairs(usage_fields()) do
     local value = tonumber(run[field[1]])
     if value then
       total[field[1]] = (tonumber(total[field[1]]) or 0) + value
@@ -455,40 +436,24 @@ coord = function()
   return C
 end
 
--- The queued entry that stands for a task, found by scanning the list: only cancels and external
--- settles need it, so tasks do not carry a copy of their entry.
-local function find_entry(list, tid)
-  local assign = '"task_id":"' .. tid .. '"'
-  local own = '"id":"' .. tid .. '"'
-  for _, entry in ipairs(redis.call('LRANGE', list, 0, -1)) do
-    if string.find(entry, assign, 1, true) or string.find(entry, own, 1, true) then return entry end
-  end
-  return nil
-end
-
 local function queue_len(aid)
   return redis.call('LLEN', key('inbox', aid)) + redis.call('LLEN', key('urgent', aid))
 end
 
--- Entries the agent's current worker moved out of the inbox (BLMOVE) and has not acted on yet:
--- still queued work as far as idleness and draining are concerned.
-local function claimed_len(aid)
-  local wid = redis.call('HGET', key('agent', aid), 'worker_id')
-  if not wid then return 0 end
-  return redis.call('LLEN', key('processing', wid))
-end
-
 -- After an agent's current task ended (however it ended): clear it and pick the next state.
 -- A pause, stop or error written meanwhile stays: the server settles races, not the worker.
+-- Returns the agent's `claim_backlog` flag, read in the same HMGET (for auto_claim).
 local function agent_after_task(aid, tid)
   local akey = key('agent', aid)
-  if redis.call('HGET', akey, 'current_task') == tid then redis.call('HDEL', akey, 'current_task') end
-  local state = redis.call('HGET', akey, 'state')
+  local a = redis.call('HMGET', akey, 'current_task', 'state', 'claim_backlog')
+  if a[1] == tid then redis.call('HDEL', akey, 'current_task') end
+  local state = a[2]
   if state == 'working' and queue_len(aid) == 0 then
     set_agent_state(aid, 'idle', 'queue empty')
   elseif state == 'draining' and queue_len(aid) == 0 then
     set_agent_state(aid, 'stopped', 'drained')
   end
+  return a[3]
 end
 
 -- The task a message stands for: task_assign names it; task and query messages become a task
@@ -503,72 +468,6 @@ local function decode(raw)
   local ok, msg = pcall(cjson.decode, raw)
   if ok and type(msg) == 'table' then return msg end
   return nil
-end
-
-local function has_live_worker(aid, except_wid)
-  local wid = redis.call('HGET', key('agent', aid), 'worker_id')
-  return wid and wid ~= except_wid and redis.call('EXISTS', key('lease', wid)) == 1
-end
-
--- Hands one claimed inbox entry back.
---   mode 'handback': to the head of the agent's inbox as it is (graceful close, forced stop)
---   mode 'reclaim' : the worker was lost; counts against max_attempts; to the agent's inbox
---                    when it has a live worker (`to_agent`), else to the backlog
-local function requeue_entry(raw, aid, mode, to_agent, why)
-  local msg = decode(raw)
-  local tid = msg and task_id_of(msg)
-  if not tid then
-    if aid then redis.call('LPUSH', key('inbox', aid), raw) end
-    return
-  end
-  local tkey = key('task', tid)
-  local t = redis.call('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'assigned_to', 'group', 'dependants')
-  local state, attempts, max_attempts = t[1], tonumber(t[2]) or 0, tonumber(t[3]) or 3
-  if not state then
-    -- a task or query message not yet turned into a task: deliver it again
-    if aid and msg.type ~= 'task_assign' then redis.call('LPUSH', key('inbox', aid), raw) end
-    return
-  end
-  if state ~= 'running' and state ~= 'assigned' then return end -- settled meanwhile: drop the entry
-  redis.call('HDEL', tkey, 'worker_id')
-  if mode == 'reclaim' and state == 'running' and attempts >= max_attempts then
-    local text = 'worker lost ' .. attempts .. ' times (' .. why .. ')'
-    redis.call('HSET', tkey, 'error', text)
-    failed_result(tkey, text)
-    set_task_state(tkey, tid, state, 'failed')
-    if aid then redis.call('HINCRBY', key('agent', aid), 'tasks_failed', 1) end
-    emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = 'worker lost ' .. attempts .. ' times', attempts = attempts })
-    if t[5] or t[6] then task_ended(tid, 'failed', t[5], t[6]) end
-    return
-  end
-  if mode == 'handback' or to_agent then
-    redis.call('LPUSH', key('inbox', aid), raw)
-    set_task_state(tkey, tid, state, 'assigned')
-    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'agent', reason = mode, attempts = attempts })
-  else
-    redis.call('HDEL', tkey, 'assigned_to')
-    redis.call('LPUSH', key('backlog'), tid)
-    set_task_state(tkey, tid, state, 'pending')
-    emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'backlog', reason = mode, attempts = attempts })
-  end
-end
-
--- Empties a worker's processing list back into the queues and forgets the worker. `known_aid`
--- (optional) is the agent as the worker itself knows it: a worker that was reclaimed while
--- frozen is no longer in the set of live workers, yet may have claimed entries since.
-local function release_worker(wid, mode, to_agent, why, known_aid)
-  local plist = key('processing', wid)
-  local aid = redis.call('HGET', key('workers'), wid) or known_aid
-  local entries = redis.call('LRANGE', plist, 0, -1)
-  -- newest first, so LPUSH leaves them at the head in their original order
-  for i = #entries, 1, -1 do requeue_entry(entries[i], aid, mode, to_agent, why) end
-  redis.call('DEL', plist, key('lease', wid))
-  redis.call('HDEL', key('workers'), wid)
-  if aid then
-    local akey = key('agent', aid)
-    if redis.call('HGET', akey, 'worker_id') == wid then redis.call('HDEL', akey, 'worker_id', 'current_task') end
-  end
-  return aid
 end
 
 -- How far down the backlog an idle agent looks for a task it may take.
@@ -651,7 +550,7 @@ local function start_entry(wid, aid, raw, max_notes, town_cost, town_tokens)
     end
   end
 
-  local a = redis.call('HMGET', akey, 'state', 'worker_id', 'max_cost_usd', 'max_tokens')
+  local a = redis.call('HMGET', akey, 'state', 'worker_id', 'max_cost_usd', 'max_tokens', 'session_id')
   local state = a[1]
   if not state or a[2] ~= wid then
     redis.call('LREM', plist, 1, raw)
@@ -664,17 +563,17 @@ local function start_entry(wid, aid, raw, max_notes, town_cost, town_tokens)
 
   local msg = decode(raw)
   local tid = msg and task_id_of(msg)
-  if tid then
-    local current = redis.call('HMGET', key('task', tid), 'state', 'worker_id', 'fence', 'max_cost_usd', 'max_tokens')
-    if current[1] == 'running' and current[2] == wid then
-      local left = ''
-      if budgeted or current[4] or current[5] then
-        local C = coord()
-        left = C.budget_left(C.budget_scopes(town_cost, town_tokens, akey, a[3], a[4], key('task', tid), current[4], current[5]))
-      end
-      return { 1, current[3], redis.call('HGETALL', key('task', tid)), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1),
-        redis.call('HGET', akey, 'session_id') or '', left }
+  local tkey = tid and key('task', tid)
+  -- One read serves both the repeat check here and the start below (re-read if made below).
+  local task_fields = { 'state', 'assigned_to', 'max_cost_usd', 'max_tokens', 'group', 'dependants', 'error', 'worker_id', 'fence' }
+  local t = tid and redis.call('HMGET', tkey, unpack(task_fields)) or {}
+  if t[1] == 'running' and t[8] == wid then
+    local left = ''
+    if budgeted or t[3] or t[4] then
+      local C = coord()
+      left = C.budget_left(C.budget_scopes(town_cost, town_tokens, akey, a[3], a[4], tkey, t[3], t[4]))
     end
+    return { 1, t[9], redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1), a[5] or '', left }
   end
 
   if state == 'paused' or state == 'stopped' or state == 'error' then
@@ -691,7 +590,6 @@ local function start_entry(wid, aid, raw, max_notes, town_cost, town_tokens)
     return { 4 }
   end
 
-  local tkey = tid and key('task', tid)
   if tid and msg.type ~= 'task_assign' and redis.call('EXISTS', tkey) == 0 then
     -- a task or query sent as a message becomes a task now, answered to its sender on completion
     local text = msg.description or msg.question or ''
@@ -703,9 +601,9 @@ local function start_entry(wid, aid, raw, max_notes, town_cost, town_tokens)
     index_task(tid)
     set_task_state(tkey, tid, nil, 'assigned')
     emit({ type = 'task.created', task_id = tid, agent_id = aid, message = msg.type .. ' message became a task' })
+    t = redis.call('HMGET', tkey, unpack(task_fields))
   end
 
-  local t = tid and redis.call('HMGET', tkey, 'state', 'assigned_to', 'max_cost_usd', 'max_tokens', 'group', 'dependants') or {}
   if t[1] ~= 'assigned' or t[2] ~= aid then
     redis.call('LREM', plist, 1, raw)
     emit({ type = 'message.discarded', agent_id = aid, task_id = tid or nil, message = msg and 'task no longer assigned here' or 'unreadable inbox entry' })
@@ -744,12 +642,133 @@ local function start_entry(wid, aid, raw, max_notes, town_cost, town_tokens)
 
   local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
   local fence = redis.call('INCR', key('seq:fence'))
-  redis.call('HSET', tkey, 'started_at', NOW, 'fence', fence, 'worker_id', wid)
-  redis.call('HDEL', tkey, 'error')
-  set_task_state(tkey, tid, 'assigned', 'running')
+  if t[7] then redis.call('HDEL', tkey, 'error') end
+  set_task_state(tkey, tid, 'assigned', 'running', 'started_at', NOW, 'fence', fence, 'worker_id', wid)
   redis.call('HSET', akey, 'current_task', tid, 'last_active_at', NOW)
-  if state ~= 'draining' then set_agent_state(aid, 'working', 'task started') end
+  -- (`state` is still the agent's: nothing above wrote it; already working means no change)
+  if state ~= 'draining' and state ~= 'working' then set_agent_state(aid, 'working', 'task started') end
   emit({ type = 'task.started', task_id = tid, agent_id = aid, message = 'task started', attempt = attempts })
-  return { 1, fence, redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1),
-    redis.call('HGET', akey, 'session_id') or '', left }
+  return { 1, fence, redis.call('HGETALL', tkey), redis.call('LRANGE', key('notes', aid), 0, max_notes - 1), a[5] or '', left }
+end
+
+-- Helpers of the scripts off the per-task path (sweeps, settles from outside, stops, answers to
+-- queries): a table built on first use by rare(), as coord() is, so the prelude Redis runs on
+-- every call does not create them.
+local rare_built
+local function rare()
+  if rare_built then return rare_built end
+  local R = {}
+
+  -- Tinytown layout: a task a foreign writer settled (`tt task complete` rewrites the hash and
+  -- nothing else) is neither in the retention index nor announced, so waits would not wake. Both
+  -- are done here, once: the retention index marks a settlement as known.
+  function R.foreign_settlement(tid, state, aid)
+    if not TT or not is_terminal(state) or redis.call('ZSCORE', key('idx:done'), tid) then return end
+    redis.call('ZADD', key('idx:done'), NOW_MS, tid)
+    emit({ type = 'task.' .. state, task_id = tid, agent_id = aid or nil, message = 'task ' .. state .. ' by another writer', external = true })
+    local c = redis.call('HMGET', key('task', tid), 'group', 'dependants')
+    if c[1] or c[2] then task_ended(tid, state, c[1], c[2]) end
+  end
+
+  -- The Rust CLI's stop flag, as `tt kill` sets it.
+  function R.set_stop_flag(aid)
+    redis.call('SET', key('stop', aid), '1', 'EX', STOP_TTL)
+  end
+
+  -- Answers a query: an informational message to its sender `to`, correlated with the task.
+  function R.send_answer(to, from, tid, msg_id, summary)
+    local json = '{"id":' .. json_string(msg_id) .. ',"from":' .. json_string(from) .. ',"to":' .. json_string(to) ..
+      ',"type":"informational","summary":' .. json_string(summary) .. ',"priority":"normal","created_at":' ..
+      json_string(NOW) .. ',"correlation_id":' .. json_string(tid) .. '}'
+    enqueue(key('inbox', to), json)
+    emit({ type = 'message.sent', agent_id = to, task_id = tid, message = 'answer sent', message_id = msg_id, from = from, to = to, kind = 'info' })
+  end
+
+  -- The queued entry that stands for a task, found by scanning the list: only cancels and external
+  -- settles need it, so tasks do not carry a copy of their entry.
+  function R.find_entry(list, tid)
+    local assign = '"task_id":"' .. tid .. '"'
+    local own = '"id":"' .. tid .. '"'
+    for _, entry in ipairs(redis.call('LRANGE', list, 0, -1)) do
+      if string.find(entry, assign, 1, true) or string.find(entry, own, 1, true) then return entry end
+    end
+    return nil
+  end
+
+  -- Entries the agent's current worker moved out of the inbox (BLMOVE) and has not acted on yet:
+  -- still queued work as far as idleness and draining are concerned.
+  function R.claimed_len(aid)
+    local wid = redis.call('HGET', key('agent', aid), 'worker_id')
+    if not wid then return 0 end
+    return redis.call('LLEN', key('processing', wid))
+  end
+
+  function R.has_live_worker(aid, except_wid)
+    local wid = redis.call('HGET', key('agent', aid), 'worker_id')
+    return wid and wid ~= except_wid and redis.call('EXISTS', key('lease', wid)) == 1
+  end
+
+  -- Hands one claimed inbox entry back.
+  --   mode 'handback': to the head of the agent's inbox as it is (graceful close, forced stop)
+  --   mode 'reclaim' : the worker was lost; counts against max_attempts; to the agent's inbox
+  --                    when it has a live worker (`to_agent`), else to the backlog
+  function R.requeue_entry(raw, aid, mode, to_agent, why)
+    local msg = decode(raw)
+    local tid = msg and task_id_of(msg)
+    if not tid then
+      if aid then redis.call('LPUSH', key('inbox', aid), raw) end
+      return
+    end
+    local tkey = key('task', tid)
+    local t = redis.call('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'assigned_to', 'group', 'dependants')
+    local state, attempts, max_attempts = t[1], tonumber(t[2]) or 0, tonumber(t[3]) or 3
+    if not state then
+      -- a task or query message not yet turned into a task: deliver it again
+      if aid and msg.type ~= 'task_assign' then redis.call('LPUSH', key('inbox', aid), raw) end
+      return
+    end
+    if state ~= 'running' and state ~= 'assigned' then return end -- settled meanwhile: drop the entry
+    redis.call('HDEL', tkey, 'worker_id')
+    if mode == 'reclaim' and state == 'running' and attempts >= max_attempts then
+      local text = 'worker lost ' .. attempts .. ' times (' .. why .. ')'
+      redis.call('HSET', tkey, 'error', text)
+      failed_result(tkey, text)
+      set_task_state(tkey, tid, state, 'failed')
+      if aid then redis.call('HINCRBY', key('agent', aid), 'tasks_failed', 1) end
+      emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = 'worker lost ' .. attempts .. ' times', attempts = attempts })
+      if t[5] or t[6] then task_ended(tid, 'failed', t[5], t[6]) end
+      return
+    end
+    if mode == 'handback' or to_agent then
+      redis.call('LPUSH', key('inbox', aid), raw)
+      set_task_state(tkey, tid, state, 'assigned')
+      emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'agent', reason = mode, attempts = attempts })
+    else
+      redis.call('HDEL', tkey, 'assigned_to')
+      redis.call('LPUSH', key('backlog'), tid)
+      set_task_state(tkey, tid, state, 'pending')
+      emit({ type = 'task.reclaimed', task_id = tid, agent_id = aid, message = why, to = 'backlog', reason = mode, attempts = attempts })
+    end
+  end
+
+  -- Empties a worker's processing list back into the queues and forgets the worker. `known_aid`
+  -- (optional) is the agent as the worker itself knows it: a worker that was reclaimed while
+  -- frozen is no longer in the set of live workers, yet may have claimed entries since.
+  function R.release_worker(wid, mode, to_agent, why, known_aid)
+    local plist = key('processing', wid)
+    local aid = redis.call('HGET', key('workers'), wid) or known_aid
+    local entries = redis.call('LRANGE', plist, 0, -1)
+    -- newest first, so LPUSH leaves them at the head in their original order
+    for i = #entries, 1, -1 do R.requeue_entry(entries[i], aid, mode, to_agent, why) end
+    redis.call('DEL', plist, key('lease', wid))
+    redis.call('HDEL', key('workers'), wid)
+    if aid then
+      local akey = key('agent', aid)
+      if redis.call('HGET', akey, 'worker_id') == wid then redis.call('HDEL', akey, 'worker_id', 'current_task') end
+    end
+    return aid
+  end
+
+  rare_built = R
+  return R
 end

@@ -16,7 +16,7 @@ local previous = redis.call('HGET', akey, 'worker_id')
 if previous and previous ~= wid then
   if redis.call('EXISTS', key('lease', previous)) == 1 then return { E_WORKER_ACTIVE, previous } end
   -- this agent has a live worker again (the caller), so its lost work returns to its inbox
-  release_worker(previous, 'reclaim', true, 'worker replaced')
+  rare().release_worker(previous, 'reclaim', true, 'worker replaced')
 end
 
 redis.call('SET', key('lease', wid), aid, 'PX', lease_ms)

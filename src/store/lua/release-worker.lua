@@ -5,7 +5,7 @@
 -- ARGV[8] reason
 -- Returns {0, state}
 local wid, aid, final, why = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-release_worker(wid, 'handback', true, why, aid)
+rare().release_worker(wid, 'handback', true, why, aid)
 local akey = key('agent', aid)
 if final ~= '' and redis.call('HGET', akey, 'worker_id') == false then
   local state = redis.call('HGET', akey, 'state')

@@ -10,7 +10,7 @@ if not a[1] then return { E_AGENT_NOT_FOUND } end
 local wid = a[3]
 if wid then
   if redis.call('EXISTS', key('lease', wid)) == 1 then return { E_WORKER_ACTIVE, wid } end
-  release_worker(wid, 'reclaim', false, 'agent removed')
+  rare().release_worker(wid, 'reclaim', false, 'agent removed')
 end
 
 local moved = 0

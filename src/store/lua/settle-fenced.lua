@@ -42,6 +42,6 @@ else
   redis.call('HINCRBY', akey, 'tasks_failed', 1)
   emit({ type = 'task.failed', task_id = tid, agent_id = aid, message = text, by = 'agent' })
 end
-if t[4] then send_answer(t[4], aid, tid, reply_id, outcome == 'completed' and text or ('failed: ' .. text)) end
+if t[4] then rare().send_answer(t[4], aid, tid, reply_id, outcome == 'completed' and text or ('failed: ' .. text)) end
 if t[5] or t[6] then task_ended(tid, outcome, t[5], t[6]) end
 return { 0, outcome }

@@ -26,7 +26,7 @@ if state == 'pending' then
 end
 if state == 'assigned' and aid then
   for _, list in ipairs({ key('inbox', aid), key('urgent', aid) }) do
-    local entry = find_entry(list, tid)
+    local entry = rare().find_entry(list, tid)
     if entry then redis.call('LREM', list, 1, entry) end
   end
 end
@@ -41,7 +41,7 @@ emit({ type = 'task.' .. outcome, task_id = tid, agent_id = aid or nil, message 
 if t[3] or t[4] then task_ended(tid, outcome, t[3], t[4]) end
 if state == 'assigned' and aid then
   local astate = redis.call('HGET', key('agent', aid), 'state')
-  if astate == 'draining' and queue_len(aid) == 0 and claimed_len(aid) == 0
+  if astate == 'draining' and queue_len(aid) == 0 and rare().claimed_len(aid) == 0
     and not redis.call('HGET', key('agent', aid), 'current_task') then
     set_agent_state(aid, 'stopped', 'drained')
   end

@@ -18,7 +18,7 @@ for i = 1, #workers, 2 do
   if redis.call('EXISTS', key('lease', wid)) == 0 then
     local akey = key('agent', aid)
     local was_current = redis.call('HGET', akey, 'worker_id') == wid
-    release_worker(wid, 'reclaim', has_live_worker(aid, wid), 'worker lost: lease expired')
+    rare().release_worker(wid, 'reclaim', rare().has_live_worker(aid, wid), 'worker lost: lease expired')
     if was_current then
       local state = redis.call('HGET', akey, 'state')
       if state and state ~= 'stopped' then
@@ -33,7 +33,7 @@ end
 if TT then
   for _, tid in ipairs(redis.call('ZDIFF', 2, key('idx:tasks'), key('idx:done'))) do
     local t = redis.call('HMGET', key('task', tid), 'state', 'assigned_to')
-    if t[1] then foreign_settlement(tid, t[1], t[2]) end
+    if t[1] then rare().foreign_settlement(tid, t[1], t[2]) end
   end
 end
 
