@@ -6,16 +6,13 @@
  * read back raw and checked field by field against the reference
  * (../shared/reference/tinytown-wire-format.md) and the Rust readers' expectations.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Cluster, Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigInvalidError, Town, type TaskContext, type TaskRecord, type TownOptions } from '../src/index.js';
 import { decodeMessage, encodeMessage, type MessageType } from '../src/message.js';
 import { deferred, eventsUntil, eventually, rawRedis, sleep, waitForEvent } from './helpers/kit.js';
+import { startRedisServer, type TestRedisServer } from './helpers/redis-server.js';
 import * as tt from './helpers/rust-tt.js';
 import { openTown, tempDir, uniqueName } from './helpers/town.js';
 
@@ -695,39 +692,19 @@ describe('Redis Cluster', () => {
     }
   });
 
-  const server = process.env.TINYTOWN_REDIS_SERVER ?? 'redis-server';
-  const haveServer = spawnSync(server, ['--version']).status === 0;
-  let child: ChildProcess | undefined;
-  let dir: string | undefined;
+  const haveServer = spawnSync(process.env.TINYTOWN_REDIS_SERVER ?? 'redis-server', ['--version']).status === 0;
+  let server: TestRedisServer | undefined;
   afterEach(async () => {
-    child?.kill('SIGKILL');
-    child = undefined;
-    if (dir) await rm(dir, { recursive: true, force: true });
-    dir = undefined;
+    await server?.stop();
+    server = undefined;
   });
 
   it.skipIf(!haveServer)('a server with cluster mode on, reached by URL, is refused too', async () => {
-    const port = await freePort();
-    dir = await mkdtemp(join(tmpdir(), 'tinytown-cluster-'));
-    child = spawn(server, ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: null });
-    probe.on('error', () => undefined);
-    await probe.connect().catch(() => undefined);
-    await probe.ping();
-    probe.disconnect();
+    server = await startRedisServer(['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf']);
+    const { port } = server;
     const err = await Town.connect(await tempDir(), { name: uniqueName(), keyLayout: 'tinytown', redis: `redis://127.0.0.1:${port}` }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigInvalidError);
     expect((err as Error).message).toMatch(/Cluster/);
   });
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { TaskRecord } from '../src/index.js';
 import { randomUUID } from 'node:crypto';
-import { grandchildPid, killConnectionsNamed, procState, sleep, waitDead } from './helpers/kit.js';
+import { collectHistory, grandchildPid, killConnectionsNamed, prefixOf, procState, rawRedis, sleep, waitDead } from './helpers/kit.js';
 import { fakeCli, openTown } from './helpers/town.js';
 
 const WAIT = { timeoutMs: 10_000 };
@@ -85,6 +85,23 @@ describe('worker: blocking connection', () => {
     const s0 = performance.now();
     await agent.stop({ force: true });
     expect(performance.now() - s0).toBeLessThan(1_000);
+  });
+});
+
+describe('worker: start sent behind its BLMOVE', () => {
+  it('stamps the start when the task starts, not when the BLMOVE was sent', async () => {
+    const town = await openTown();
+    const agent = await town.spawnAgent('stamp', { run: async () => 'ok' });
+    await agent.waitForIdle(WAIT);
+    await sleep(1_200); // the worker has been blocked (and its start queued) for a while
+    const task = await agent.assign('stamped');
+    const done = await town.waitForTask(task.id, WAIT);
+    // the server's clock, formatted like ours (RFC 3339, microseconds), within moments of now
+    expect(done.startedAt!.getTime()).toBeGreaterThanOrEqual(done.createdAt.getTime() - 50);
+    expect(Math.abs(done.startedAt!.getTime() - Date.now())).toBeLessThan(1_000);
+    const started = (await collectHistory(town)).find((e) => e.type === 'task.started' && e.taskId === task.id);
+    expect(started!.at.getTime()).toBeGreaterThanOrEqual(done.createdAt.getTime() - 50);
+    expect(await rawRedis().hget(`${prefixOf(town)}task:${task.id}`, 'started_at')).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
   });
 });
 

@@ -490,7 +490,8 @@ export class Repository {
     const { maxCostUsd, maxTokens } = this.townBudget;
     const pipeline = conn.pipeline();
     pipeline.blmove(this.keys.inbox(agentId), this.keys.processing(workerId), 'LEFT', 'RIGHT', blockSeconds);
-    const head = [this.keys.prefix, nowIso(), Date.now(), this.eventsMaxLen];
+    // '' for now: the start runs when the BLMOVE returns, so it takes the server's clock then.
+    const head = [this.keys.prefix, '', '', this.eventsMaxLen];
     pipelineScript(pipeline, 'start', this.keys.events, head, [workerId, agentId, '', maxNotes, maxCostUsd ?? '', maxTokens ?? '']);
     const [moved, start] = (await pipeline.exec()) ?? [];
     if (moved?.[0]) throw moved[0];

@@ -119,9 +119,7 @@ export function runScript(
   head: readonly (string | number)[],
   args: readonly (string | number)[],
 ): Promise<ScriptReply> {
-  const fn = (client as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
-  if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
-  return fn.call(client, eventsKey, ...head, ...args);
+  return scriptFn(client, name).call(client, eventsKey, ...head, ...args);
 }
 
 /** Queues a script on a pipeline, with the common ARGV head, as {@link runScript} sends it. */
@@ -132,9 +130,14 @@ export function pipelineScript(
   head: readonly (string | number)[],
   args: readonly (string | number)[],
 ): void {
-  const fn = (pipeline as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
+  void scriptFn(pipeline, name).call(pipeline, eventsKey, ...head, ...args);
+}
+
+/** The method `defineScripts` gave a client (or a pipeline of it) for a script. */
+function scriptFn(target: Redis | ChainableCommander, name: ScriptName): ScriptFn {
+  const fn = (target as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
   if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
-  fn.call(pipeline, eventsKey, ...head, ...args);
+  return fn;
 }
 
 /**

@@ -111,10 +111,18 @@ export async function setAgentState(redis: Redis, prefix: string, agent: RustAge
     ['last_active_at', agent.last_active_at],
     ['spawn_mode', agent.spawn_mode],
   ];
+  await writeHash(redis, key, fields, agent, ['current_task', 'nickname', 'role_id', 'parent_agent_id']);
+}
+
+/**
+ * How the Rust `set_*` write a record: `HSET` of the fields, `HDEL` of the optional ones it does
+ * not have (a whole-record rewrite).
+ */
+async function writeHash<R extends object>(redis: Redis, key: string, fields: [string, string][], record: R, optional: readonly (keyof R & string)[]): Promise<void> {
   const remove: string[] = [];
-  for (const field of ['current_task', 'nickname', 'role_id', 'parent_agent_id'] as const) {
-    const value = agent[field];
-    if (value !== undefined) fields.push([field, value]);
+  for (const field of optional) {
+    const value = record[field];
+    if (value !== undefined) fields.push([field, String(value)]);
     else remove.push(field);
   }
   const pipe = redis.pipeline();
@@ -161,16 +169,7 @@ export async function setTask(redis: Redis, prefix: string, task: RustTask): Pro
     ['updated_at', task.updated_at],
     ['tags', JSON.stringify(task.tags)],
   ];
-  const remove: string[] = [];
-  for (const field of ['assigned_to', 'started_at', 'completed_at', 'result', 'parent_id'] as const) {
-    const value = task[field];
-    if (value !== undefined) fields.push([field, value]);
-    else remove.push(field);
-  }
-  const pipe = redis.pipeline();
-  if (remove.length > 0) pipe.hdel(key, ...remove);
-  pipe.hset(key, Object.fromEntries(fields));
-  await pipe.exec();
+  await writeHash(redis, key, fields, task, ['assigned_to', 'started_at', 'completed_at', 'result', 'parent_id']);
 }
 
 /** `Channel::get_task` (`parse_task_from_hash`). */

@@ -5,8 +5,10 @@
 --            key is derived from the prefix and carries the same hash tag, so it lives in the
 --            same slot (legal on Redis Cluster).
 --   ARGV[1]  key prefix, e.g. "tt:{demo}:" (cluster layout) or "tt:demo:" (tinytown layout)
---   ARGV[2]  now, RFC 3339 UTC (the caller's clock; leases use server-side PX, not this)
---   ARGV[3]  now, epoch milliseconds
+--   ARGV[2]  now, RFC 3339 UTC (the caller's clock; leases use server-side PX, not this), or ''
+--            for the server's clock: a script queued behind a blocking command runs seconds
+--            after it was sent (the worker's start behind its BLMOVE)
+--   ARGV[3]  now, epoch milliseconds ('' with ARGV[2] '')
 --   ARGV[4]  approximate cap of the event stream (XADD MAXLEN ~)
 --   ARGV[5…] script-specific, documented in each script's header.
 -- Return values: a table whose first element is a status; negative statuses are errors mapped
@@ -15,6 +17,25 @@
 local P = ARGV[1]
 local NOW = ARGV[2]
 local NOW_MS = tonumber(ARGV[3])
+if NOW == '' then
+  local t = redis.call('TIME')
+  local sec, usec = tonumber(t[1]), tonumber(t[2])
+  NOW_MS = sec * 1000 + math.floor(usec / 1000)
+  -- days since the epoch to a civil date (H. Hinnant's days_from_civil, inverted)
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  NOW = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
+end
 local EVENTS_MAXLEN = ARGV[4]
 local EVENTS = KEYS[1]
 
