@@ -61,6 +61,7 @@ import { nowIso } from './time.js';
 import { checkWaitOptions, waitUntil, type WaitOptions } from './wait.js';
 import { cliExecutor, handlerExecutor, type Executor } from './worker/executor.js';
 import { Worker } from './worker/worker.js';
+import { WriteChannel } from './worker/write-channel.js';
 import { dirtyError, ensureWorktree, removeWorktree, worktreeChanges } from './worktree.js';
 
 const DEFAULTS = {
@@ -204,6 +205,7 @@ export class Town implements AsyncDisposable {
 
   private readonly emitter = new EventEmitter<TownEventMap & { error: (err: unknown) => void }>();
   private readonly reader: EventReader;
+  private writes: Promise<WriteChannel> | undefined;
   private readonly workers = new Map<string, Worker>();
   private readonly workOptions = new Map<string, AgentWorkOptions>();
   private readonly closing = new AbortController();
@@ -1076,6 +1078,7 @@ export class Town implements AsyncDisposable {
   }
 
   private async startWorker(agent: Agent, options: AgentWorkOptions, executor: Executor): Promise<Worker> {
+    const writes = await this.writeChannel();
     const worker = new Worker(
       {
         town: this,
@@ -1085,6 +1088,7 @@ export class Town implements AsyncDisposable {
         reader: this.reader,
         root: this.root,
         report: (err) => this.report(err),
+        ...(writes && { writes }),
       },
       {
         executor,
@@ -1100,6 +1104,17 @@ export class Town implements AsyncDisposable {
       if (this.workers.get(agent.id) === worker) this.workers.delete(agent.id);
     });
     return worker;
+  }
+
+  /** The workers' shared write connection, opened with the first worker (none when writes may not share one). */
+  private writeChannel(): Promise<WriteChannel | undefined> {
+    if (!this.repo.canShareWrites) return Promise.resolve(undefined);
+    // A failed open is tried again by the next worker, not cached.
+    this.writes ??= WriteChannel.open(this.repo.connections, this.repo, this.name).catch((err: unknown) => {
+      this.writes = undefined;
+      throw err;
+    });
+    return this.writes;
   }
 
   private async sweep(): Promise<void> {

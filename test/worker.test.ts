@@ -7,7 +7,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { TaskRecord } from '../src/index.js';
+import { waitForIdle, type TaskRecord } from '../src/index.js';
 import { randomUUID } from 'node:crypto';
 import { collectHistory, grandchildPid, killConnectionsNamed, prefixOf, procState, rawRedis, sleep, waitDead } from './helpers/kit.js';
 import { fakeCli, openTown } from './helpers/town.js';
@@ -85,6 +85,39 @@ describe('worker: blocking connection', () => {
     const s0 = performance.now();
     await agent.stop({ force: true });
     expect(performance.now() - s0).toBeLessThan(1_000);
+  });
+});
+
+describe('worker: shared write connection', () => {
+  it('carries every worker\'s writes on one connection; killing it mid-run loses and repeats nothing', async () => {
+    const town = await openTown();
+    const runs = new Map<string, number>();
+    const agents = await Promise.all(
+      ['w1', 'w2', 'w3', 'w4', 'w5'].map((name) =>
+        town.spawnAgent(name, {
+          run: async (task) => {
+            runs.set(task.id, (runs.get(task.id) ?? 0) + 1);
+            return `done ${task.description}`;
+          },
+        }),
+      ),
+    );
+    const writes = `tinytown:writes:${town.name}`;
+    const list = (await rawRedis().client('LIST')) as string;
+    expect(list.split('\n').filter((line) => line.split(' ').includes(`name=${writes}`))).toHaveLength(1);
+    // No-op handlers: with five workers finishing back to back, writes are nearly always in flight.
+    const tasks = await Promise.all(Array.from({ length: 500 }, (_, i) => agents[i % agents.length]!.assign(`t${i}`)));
+    let kills = 0;
+    for (let i = 0; i < 6; i++) {
+      await sleep(8);
+      kills += await killConnectionsNamed(writes);
+    }
+    expect(kills).toBeGreaterThan(0);
+    await waitForIdle(agents, WAIT);
+    for (const task of tasks) {
+      expect(await town.task(task.id)).toMatchObject({ state: 'completed', result: `done ${task.description}`, attempts: 1 });
+      expect(runs.get(task.id)).toBe(1);
+    }
   });
 });
 

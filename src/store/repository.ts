@@ -479,6 +479,15 @@ export class Repository {
   }
 
   /**
+   * Whether workers may share one connection for their writes: not with `durability:
+   * 'replicated'`, whose WAIT blocks the connection it is sent on until replicas confirm, and
+   * would hold every other worker's write behind it.
+   */
+  get canShareWrites(): boolean {
+    return this.replication === undefined;
+  }
+
+  /**
    * The worker's BLMOVE and the start of what it moves, sent together on the worker's own
    * connection (prepared by {@link prepareWorkerConnection}): Redis runs the start the moment
    * the BLMOVE returns, so an idle agent's task starts one round trip after its assign, where

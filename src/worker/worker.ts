@@ -18,6 +18,7 @@ import type { Repository, StartResult } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
 import type { Town } from '../town.js';
 import { parseNotes, type Executor, type RunContext, type RunOutcome } from './executor.js';
+import type { WriteChannel } from './write-channel.js';
 
 /**
  * How long one BLMOVE blocks at most, and never longer than a heartbeat interval (leaseMs / 3):
@@ -48,6 +49,8 @@ export interface WorkerDeps {
   reader: EventReader;
   root: string;
   report: (err: unknown) => void;
+  /** The town handle's shared connection for worker writes, when writes may share one. */
+  writes?: WriteChannel;
 }
 
 /** A worker's settings. */
@@ -436,15 +439,18 @@ export class Worker {
   }
 
   /**
-   * A write of the worker's own (start, finish, retry), persisted, on its blocking connection
-   * when that is ready: idle between BLMOVEs, it sends the write at once, where the
-   * auto-pipelined command connection holds it until its next tick and behind the batch it has
-   * in flight. Otherwise (reconnecting, closed for a stop) on the command connection, whose
-   * offline queue and re-sending serve a Redis that is away.
+   * A write of the worker's own (start, finish, retry), persisted: on the town handle's
+   * {@link WriteChannel} when it is ready, else (`durability: 'replicated'`) on the worker's
+   * blocking connection, idle between BLMOVEs — both send it at once, where the auto-pipelined
+   * command connection holds it until its next tick and behind the batch it has in flight.
+   * Otherwise (reconnecting, closed for a stop) on the command connection, whose offline queue
+   * and re-sending serve a Redis that is away.
    */
   private ownWrite<T>(write: (via: Redis) => Promise<T>): Promise<T> {
     this.writing++;
     return this.persist(() => {
+      const { writes } = this.deps;
+      if (writes?.ready) return writes.send(write);
       const conn = this.conn;
       if (conn === undefined || this.connDropped || conn.status !== 'ready') return write(this.deps.connections.command);
       return unlessClosed(conn, write(conn));
