@@ -63,19 +63,20 @@ export function handlerExecutor(run: TaskHandler): Executor {
     };
     let onAbort: (() => void) | undefined;
     try {
+      const returned = run(task, { ...rest, signal, messages: notes, log, reportUsage });
+      // A value returned at once needs no race (it would win even against a fired signal).
+      if (!isThenable(returned)) return { ok: true, text: stringify(returned), usage };
       // A handler that ignores its signal still ends its task when the signal fires.
       const aborted = new Promise<never>((_, reject) => {
         onAbort = () => reject(abortReason(signal, timeoutMs));
         if (signal.aborted) onAbort();
         else signal.addEventListener('abort', onAbort, { once: true });
       });
-      aborted.catch(() => undefined); // a handler that throws at once leaves this unawaited
-      const returned = run(task, { ...rest, signal, messages: notes, log, reportUsage });
-      // A value returned at once would win the race even against a fired signal: no race.
-      if (!isThenable(returned)) return { ok: true, text: stringify(returned), usage };
       const value = await Promise.race([returned, aborted]);
       return { ok: true, text: stringify(value), usage };
-    } catch (err) {
+    } catch (thrown) {
+      // A handler that rejects with its signal's reason failed because of the abort: say why.
+      const err = signal.aborted && thrown === signal.reason ? abortReason(signal, timeoutMs) : thrown;
       return { ok: false, text: describeError(err), retryable: isRetryable(err), usage };
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort);

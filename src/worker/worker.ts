@@ -6,7 +6,7 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import type { Redis } from 'ioredis';
 import pRetry from 'p-retry';
 import type { Agent } from '../agent.js';
@@ -122,6 +122,7 @@ export class Worker {
   private early: TownEvent[] = [];
   private wake: (() => void) | undefined;
   private resolveDone!: () => void;
+  private logFolder: string | undefined;
 
   /** @internal */
   constructor(
@@ -129,6 +130,11 @@ export class Worker {
     private readonly settings: WorkerSettings,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+  }
+
+  /** Where this agent's task logs go (`.tt/logs/<agent>/`), with its trailing separator. */
+  private get logDir(): string {
+    return (this.logFolder ??= join(this.deps.root, '.tt', 'logs', this.deps.agent.name, sep));
   }
 
   /** The agent this worker serves. */
@@ -319,7 +325,7 @@ export class Worker {
   private async execute(entry: string, started: StartResult & { kind: 'task' }): Promise<Claimed | undefined> {
     const { fence, task, agentSession, budgetUsd } = started;
     const notes = parseNotes(started.notes);
-    const { town, agent, root, repo } = this.deps;
+    const { town, agent, repo } = this.deps;
     const controller = new AbortController();
     const run: CurrentRun = { task, controller };
     this.current = run;
@@ -332,7 +338,7 @@ export class Worker {
       notes,
       ...(agentSession !== undefined && { agentSession }),
       ...(budgetUsd !== undefined && { budgetUsd }),
-      logFile: join(root, '.tt', 'logs', agent.name, `${task.id}.log`),
+      logFile: `${this.logDir}${task.id}.log`,
       ...(timeoutMs !== undefined && { timeoutMs }),
       fence,
       taskEnv: {
@@ -425,7 +431,16 @@ export class Worker {
       new Promise<T>((resolve, reject) => {
         if (this.gaveUp) return reject(this.gaveUp);
         this.abandon.add(reject);
-        write().then(resolve, reject).finally(() => this.abandon.delete(reject));
+        write().then(
+          (value) => {
+            this.abandon.delete(reject);
+            resolve(value);
+          },
+          (err: unknown) => {
+            this.abandon.delete(reject);
+            reject(err);
+          },
+        );
       });
     // The first try goes straight out: retry machinery only for the writes that need it.
     return attempt().catch(() =>

@@ -54,9 +54,16 @@ export class WriteChannel {
   send<T>(write: (via: Redis) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.inFlight.add(reject);
-      write(this.conn)
-        .then(resolve, reject)
-        .finally(() => this.inFlight.delete(reject));
+      write(this.conn).then(
+        (value) => {
+          this.inFlight.delete(reject);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.inFlight.delete(reject);
+          reject(err);
+        },
+      );
     });
   }
 }
