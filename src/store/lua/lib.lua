@@ -457,8 +457,11 @@ coord = function()
   return C
 end
 
+-- Only the Rust CLI writes the urgent list (`tt send --urgent`): the cluster layout has none.
 local function queue_len(aid)
-  return redis.call('LLEN', key('inbox', aid)) + redis.call('LLEN', key('urgent', aid))
+  local n = redis.call('LLEN', key('inbox', aid))
+  if TT then n = n + redis.call('LLEN', key('urgent', aid)) end
+  return n
 end
 
 -- After an agent's current task ended (however it ended): clear it and pick the next state.
