@@ -101,6 +101,26 @@ export class TaskGroup {
   }
 
   /**
+   * Cancels every task of the group that is not over yet, in one step (none of them starts
+   * meanwhile): queued tasks leave their queue, running ones have their process stopped (as
+   * `town.cancelTask` does), and tasks waiting on them are cancelled in turn unless they run
+   * anyway (`onDependencyFailure: 'run'`). The group then lands: `wait()` resolves and
+   * `group.completed` is appended. Resolves with how many tasks it ended (0 when all were over).
+   *
+   * @example
+   * ```ts
+   * const group = town.group('release-2.3');
+   * await group.assign('backend', 'Tag the release');
+   * const ended = await group.cancel('release postponed');
+   * console.log(`${ended} tasks cancelled`);
+   * ```
+   */
+  cancel(reason = 'group cancelled'): Promise<number> {
+    if (typeof reason !== 'string') throw new InvalidArgumentError(`The reason must be a string, got ${typeof reason}.`);
+    return this.town.cancelGroup(this.name, reason);
+  }
+
+  /**
    * Its tasks counted by state, in one round trip.
    *
    * @example

@@ -947,6 +947,13 @@ export class Town implements AsyncDisposable {
   }
 
   /** @internal */
+  async cancelGroup(name: string, reason: string): Promise<number> {
+    this.ensureOpen();
+    this.checkSize(reason, 'cancel reason');
+    return this.repo.groupCancel(name, reason);
+  }
+
+  /** @internal */
   async groupProgress(name: string): Promise<GroupProgress> {
     this.ensureOpen();
     const { total, counts } = await this.repo.groupProgress(name);

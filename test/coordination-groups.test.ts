@@ -154,3 +154,62 @@ describe('group.wait', () => {
     await expect(town.group('one').assign(agent, { description: 'x', group: 'two' })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 });
+
+describe('group.cancel', () => {
+  it('ends every open task of the group in one step: running, queued, backlog and held ones; dependants in turn', async () => {
+    const town = await openTown();
+    let abortedWith: unknown;
+    const started = deferred();
+    const agent = await town.spawnAgent('worker', {
+      run: (_task, ctx) =>
+        new Promise((_, reject) => {
+          started.resolve();
+          ctx.signal.addEventListener('abort', () => {
+            abortedWith = ctx.signal.reason;
+            reject(ctx.signal.reason);
+          });
+        }),
+    });
+    const other = await town.spawnAgent('other', { run: (task) => `did ${task.description}` });
+    const group = town.group('release-2.3');
+    const done = await group.assign(other, 'already done');
+    await town.waitForTask(done.id, { timeoutMs: 10_000 });
+    const running = await group.assign(agent, 'runs until cancelled');
+    await started.promise;
+    const queued = await group.assign(agent, 'queued behind it');
+    const backlog = await town.backlog.add({ description: 'in the backlog', group: 'release-2.3' });
+    const held = await group.assign(other, { description: 'waits on the running one', dependsOn: [running.id] });
+    const outside = await other.assign({ description: 'not in the group, waits on the queued one', dependsOn: [queued.id] });
+    const waiting = group.wait({ timeoutMs: 10_000 });
+
+    expect(await group.cancel('release postponed')).toBe(4);
+
+    for (const t of [running, queued, backlog]) {
+      expect(await town.task(t.id)).toMatchObject({ state: 'cancelled', error: 'release postponed' });
+    }
+    // cancelled in the same step by its dependency, which went first: the reason says so
+    expect(await town.task(held.id)).toMatchObject({ state: 'cancelled', error: `dependency ${running.id} cancelled: release postponed` });
+    expect((await town.task(outside.id)).state).toBe('cancelled'); // its dependency was cancelled
+    expect((await town.task(done.id)).state).toBe('completed');
+    expect(await waiting).toMatchObject({ total: 5, done: 5, complete: true, counts: { completed: 1, cancelled: 4 } });
+    await agent.waitForIdle({ timeoutMs: 10_000 });
+    expect(abortedWith).toBeInstanceOf(Error); // the running handler was stopped
+    expect(await town.backlog.list()).toEqual([]);
+    expect(await agent.inbox()).toEqual([]);
+    const events = await collectHistory(town);
+    // landed once with its first task, reopened by the next, landed again by the cancel
+    const landings = events.filter((e) => e.type === 'group.completed');
+    expect(landings).toHaveLength(2);
+    expect(landings[1]!.data).toMatchObject({ group: 'release-2.3', total: 5, completed: 1, cancelled: 4, failed: 0 });
+    expect(events.filter((e) => e.type === 'task.cancelled' && e.data.message === 'release postponed').map((e) => e.taskId).sort())
+      .toEqual([running.id, queued.id, backlog.id].sort());
+
+    expect(await group.cancel()).toBe(0); // nothing open any more
+  });
+
+  it('is a no-op for a group with no task, and refuses a reason that is not a string', async () => {
+    const town = await openTown();
+    expect(await town.group('empty').cancel()).toBe(0);
+    expect(() => town.group('empty').cancel(42 as unknown as string)).toThrow(InvalidArgumentError);
+  });
+});

@@ -636,6 +636,12 @@ export class Repository {
     return Number(detail);
   }
 
+  /** Cancels every task of a group not over yet, in one step; returns how many that was. */
+  async groupCancel(name: string, reason: string): Promise<number> {
+    const [ended] = await this.run('groupCancel', name, reason);
+    return Number(ended);
+  }
+
   /** A group's tasks counted by state, in one round trip. */
   async groupProgress(name: string): Promise<{ total: number; counts: Record<TaskState, number> }> {
     const reply = (await this.run('groupProgress', name)) as unknown as number[];

@@ -15,6 +15,7 @@ import backlogRemove from './lua/backlog-remove.lua';
 import control from './lua/control.lua';
 import finish from './lua/finish.lua';
 import groupAdd from './lua/group-add.lua';
+import groupCancel from './lua/group-cancel.lua';
 import groupProgress from './lua/group-progress.lua';
 import heartbeat from './lua/heartbeat.lua';
 import idle from './lua/idle.lua';
@@ -41,6 +42,7 @@ const SOURCES = {
   control,
   finish,
   groupAdd,
+  groupCancel,
   groupProgress,
   heartbeat,
   idle,
