@@ -54,16 +54,35 @@ describe('Sentinel failover with durability: replicated', () => {
     const refused: unknown[] = [];
     let producing = true;
     let n = 0;
+    let assignSince = 0; // when the assign in flight was sent (0: none)
     const producer = (async () => {
       while (producing) {
         try {
+          assignSince = Date.now();
           acked.push((await agents[n++ % 2]!.assign(`job ${n}`)).id);
         } catch (err) {
           refused.push(err);
           await sleep(50);
+        } finally {
+          assignSince = 0;
         }
       }
     })();
+    // When a wait below times out (seen once in CI, about once in eight runs under load): what
+    // the town reported meanwhile, what the producer is doing, and what Redis holds.
+    const explain = async (err: unknown): Promise<never> => {
+      const text = (f: unknown): string => (f instanceof Error ? `${f.name}: ${f.message.slice(0, 120)}` : String(f));
+      const status = await Promise.race([town.status().catch(text), sleep(3000).then(() => 'status: no answer in 3 s')]);
+      console.log(
+        [
+          `${completions.size} completion events, ${acked.length} acknowledged, ${refused.length} refused (last: ${refused.slice(-3).map(text).join(' | ')})`,
+          `assign in flight for ${assignSince === 0 ? '-' : `${Date.now() - assignSince} ms`}`,
+          `${faults.length} faults (last: ${faults.slice(-5).map(text).join(' | ')})`,
+          `status: ${typeof status === 'string' ? status : `${JSON.stringify(status.tasks)} ${status.agents.map((a) => `${a.name}=${a.state}/${a.queued}`).join(' ')}`}`,
+        ].join('\n  '),
+      );
+      throw err;
+    };
 
     await until('15 acknowledged tasks', async () => acked.length >= 15);
     // A long task whose wait starts before the kill and ends after the promotion.
@@ -86,13 +105,13 @@ describe('Sentinel failover with durability: replicated', () => {
 
     // Work resumes on the promoted replica alone (no replica of its own yet: workers go on,
     // their writes reported unconfirmed; callers' writes are refused as unconfirmed).
-    await until('a task completed by the promoted replica', async () => lastCompletionMs > promotedAt, 30_000);
+    await until('a task completed by the promoted replica', async () => lastCompletionMs > promotedAt, 30_000).catch(explain);
 
     // The old primary comes back as a replica of the new one: acknowledgements resume.
     await set.primary.restart(['--replicaof', '127.0.0.1', String(newPort)]);
     await replicaAcknowledging(newPort);
     const ackedAtRejoin = acked.length;
-    await until('5 more acknowledged tasks after the rejoin', async () => acked.length >= ackedAtRejoin + 5, 30_000);
+    await until('5 more acknowledged tasks after the rejoin', async () => acked.length >= ackedAtRejoin + 5, 30_000).catch(explain);
     producing = false;
     await producer;
 
