@@ -4,7 +4,7 @@
  * until its next tick and behind the batch it has in flight, nor one connection per worker:
  * under load Redis answers many workers' writes in one socket write and Node reads them in
  * one, which per task costs both sides less than fifty sockets' worth of system calls
- * (bench/ANALYSIS.md, 50 agents: Node CPU per task −15 to −25 %, Redis −7 to −9 %, throughput
+ * (bench/ANALYSIS.md, 50 agents: Node CPU per task −15 to −30 %, Redis −7 to −9 %, throughput
  * +6 to +17 %).
  *
  * @module
