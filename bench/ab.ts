@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type * as Tinytown from 'tinytown';
-import { redisCpuUs } from './lib/cpu.js';
+import { cpuMeter } from './lib/cpu.js';
 import { flush, startRedis, type BenchRedis } from './lib/redis-server.js';
 import { median } from './lib/stats.js';
 
@@ -38,15 +38,13 @@ async function run(lib: typeof Tinytown, redis: BenchRedis): Promise<Sample> {
     const assignAll = (n: number): Promise<unknown> => Promise.all(Array.from({ length: n }, (_, i) => agents[i % AGENTS]!.assign(`t${i}`)));
     await assignAll(AGENTS * 2); // warm-up round
     await lib.waitForIdle(agents, { timeoutMs: 60_000 });
-    const redis0 = await redisCpuUs(redis.admin);
-    const node0 = process.cpuUsage();
+    const cpu = await cpuMeter(redis.admin);
     const t0 = performance.now();
     await assignAll(TASKS);
     await lib.waitForIdle(agents, { timeoutMs: 120_000 });
     const seconds = (performance.now() - t0) / 1000;
-    const node = process.cpuUsage(node0);
-    const redisUs = (await redisCpuUs(redis.admin)) - redis0;
-    return { rate: TASKS / seconds, nodeUs: (node.user + node.system) / TASKS, redisUs: redisUs / TASKS };
+    const { nodeUs, redisUs } = await cpu();
+    return { rate: TASKS / seconds, nodeUs: nodeUs / TASKS, redisUs: redisUs / TASKS };
   } finally {
     await town.close();
     await rm(dir, { recursive: true, force: true });

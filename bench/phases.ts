@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Town, waitForIdle } from 'tinytown';
-import { redisCpuUs } from './lib/cpu.js';
+import { cpuMeter } from './lib/cpu.js';
 import { flush, startRedis, type BenchRedis } from './lib/redis-server.js';
 import { median } from './lib/stats.js';
 import { deferred } from './lib/util.js';
@@ -37,14 +37,14 @@ async function scriptUs(admin: Redis): Promise<number> {
 
 /** Measures one phase; per-task figures over {@link TASKS}. */
 async function phase(admin: Redis, work: () => Promise<unknown>): Promise<Phase> {
-  const [redis0, script0] = [await redisCpuUs(admin), await scriptUs(admin)];
-  const node0 = process.cpuUsage();
+  const script0 = await scriptUs(admin);
+  const cpu = await cpuMeter(admin);
   const t0 = performance.now();
   await work();
   const ms = performance.now() - t0;
-  const node = process.cpuUsage(node0);
-  const [redis1, script1] = [await redisCpuUs(admin), await scriptUs(admin)];
-  return { ms, nodeUs: (node.user + node.system) / TASKS, redisUs: (redis1 - redis0) / TASKS, scriptUs: (script1 - script0) / TASKS };
+  const { nodeUs, redisUs } = await cpu();
+  const script1 = await scriptUs(admin);
+  return { ms, nodeUs: nodeUs / TASKS, redisUs: redisUs / TASKS, scriptUs: (script1 - script0) / TASKS };
 }
 
 async function tinytown(redis: BenchRedis): Promise<[Phase, Phase]> {

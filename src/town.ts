@@ -1115,7 +1115,7 @@ export class Town implements AsyncDisposable {
 
   /** The workers' shared write connection, opened with the first worker (none when writes may not share one). */
   private writeChannel(): Promise<WriteChannel | undefined> {
-    if (!this.repo.canShareWrites) return Promise.resolve(undefined);
+    if (this.repo.replicated) return Promise.resolve(undefined);
     // A failed open is tried again by the next worker, not cached.
     this.writes ??= WriteChannel.open(this.repo.connections, this.repo, this.name).catch((err: unknown) => {
       this.writes = undefined;

@@ -1,8 +1,7 @@
 /** CPU spent by Redis (INFO cpu) and by this Node process (process.cpuUsage) over a phase. */
 import type { Redis } from 'ioredis';
 
-/** CPU time the Redis server has used since it started (INFO cpu), in µs. */
-export async function redisCpuUs(admin: Redis): Promise<number> {
+async function redisCpuUs(admin: Redis): Promise<number> {
   const text = await admin.info('cpu');
   const sys = Number(/^used_cpu_sys:([\d.]+)/m.exec(text)?.[1] ?? NaN);
   const user = Number(/^used_cpu_user:([\d.]+)/m.exec(text)?.[1] ?? NaN);

@@ -471,20 +471,14 @@ export class Repository {
   }
 
   /**
-   * Whether {@link claimAndStart} may be used: not with `durability: 'replicated'`, whose start
-   * must be followed by its WAIT.
+   * Whether writes wait for replicas (`durability: 'replicated'`): each is followed by a WAIT on
+   * its own connection. Then a worker neither sends its start behind its BLMOVE
+   * ({@link claimAndStart}: the start must be followed by its WAIT) nor shares a write connection
+   * with other workers (a WAIT blocks its connection until replicas confirm, and would hold every
+   * other worker's write behind it).
    */
-  get canClaimAndStart(): boolean {
-    return this.replication === undefined;
-  }
-
-  /**
-   * Whether workers may share one connection for their writes: not with `durability:
-   * 'replicated'`, whose WAIT blocks the connection it is sent on until replicas confirm, and
-   * would hold every other worker's write behind it.
-   */
-  get canShareWrites(): boolean {
-    return this.replication === undefined;
+  get replicated(): boolean {
+    return this.replication !== undefined;
   }
 
   /**

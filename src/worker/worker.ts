@@ -18,7 +18,7 @@ import type { Repository, StartResult } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
 import type { Town } from '../town.js';
 import { parseNotes, type Executor, type RunContext, type RunOutcome } from './executor.js';
-import type { WriteChannel } from './write-channel.js';
+import { abandonable, WriteChannel } from './write-channel.js';
 
 /**
  * How long one BLMOVE blocks at most, and never longer than a heartbeat interval (leaseMs / 3):
@@ -95,6 +95,8 @@ export class Worker {
   readonly done: Promise<void>;
 
   private conn: Redis | undefined;
+  /** Where this worker's writes go when they may not share the town's channel: its own connection. */
+  private ownChannel: WriteChannel | undefined;
   /** `conn` was closed for a stop: writes go to the command connection from then on. */
   private connDropped = false;
   /** Writes in flight through {@link ownWrite}: a stop leaves `conn` open for them. */
@@ -106,10 +108,7 @@ export class Worker {
   private handback = false;
   /** Set by giveUp(): a write still waiting for Redis is abandoned, not awaited. */
   private gaveUp: Error | undefined;
-  /**
-   * How to abandon each write in flight. A plain set, not an AbortSignal listener per write:
-   * EventTarget's bookkeeping was a few per cent of a worker's CPU time under load.
-   */
+  /** How to abandon each write in flight ({@link abandonable}). */
   private readonly abandon = new Set<(reason: Error) => void>();
   private resync = false;
   private stateVersion = 0;
@@ -163,6 +162,7 @@ export class Worker {
     try {
       this.conn = await connections.openBlocking(`worker:${agent.name}`);
       repo.prepareWorkerConnection(this.conn);
+      if (!this.deps.writes) this.ownChannel = new WriteChannel(this.conn);
       this.registered((await repo.registerWorker(agent.id, this.id, this.settings.leaseMs)).eventId);
     } catch (err) {
       this.unsubscribe();
@@ -306,7 +306,7 @@ export class Worker {
         if (urgent) return { entry: urgent };
       }
       const timeoutMs = this.blockSeconds * 1000 + WATCHDOG_GRACE_MS;
-      if (repo.canClaimAndStart) {
+      if (!repo.replicated) {
         return await withWatchdog(conn, repo.claimAndStart(conn, this.id, agent.id, this.blockSeconds, MAX_NOTES), timeoutMs);
       }
       const entry = await withWatchdog(conn, conn.blmove(keys.inbox(agent.id), keys.processing(this.id), 'LEFT', 'RIGHT', this.blockSeconds), timeoutMs);
@@ -427,21 +427,7 @@ export class Worker {
    * only when the worker is stopping hard (giveUp()), then at once, even mid-attempt.
    */
   private persist<T>(write: () => Promise<T>): Promise<T> {
-    const attempt = (): Promise<T> =>
-      new Promise<T>((resolve, reject) => {
-        if (this.gaveUp) return reject(this.gaveUp);
-        this.abandon.add(reject);
-        write().then(
-          (value) => {
-            this.abandon.delete(reject);
-            resolve(value);
-          },
-          (err: unknown) => {
-            this.abandon.delete(reject);
-            reject(err);
-          },
-        );
-      });
+    const attempt = (): Promise<T> => (this.gaveUp ? Promise.reject(this.gaveUp) : abandonable(write(), this.abandon));
     // The first try goes straight out: retry machinery only for the writes that need it.
     return attempt().catch(() =>
       pRetry(attempt, {
@@ -464,11 +450,8 @@ export class Worker {
   private ownWrite<T>(write: (via: Redis) => Promise<T>): Promise<T> {
     this.writing++;
     return this.persist(() => {
-      const { writes } = this.deps;
-      if (writes?.ready) return writes.send(write);
-      const conn = this.conn;
-      if (conn === undefined || this.connDropped || conn.status !== 'ready') return write(this.deps.connections.command);
-      return unlessClosed(conn, write(conn));
+      const channel = this.deps.writes ?? (this.connDropped ? undefined : this.ownChannel);
+      return channel?.ready ? channel.send(write) : write(this.deps.connections.command);
     }).finally(() => this.writing--);
   }
 
@@ -541,21 +524,6 @@ export class Worker {
  */
 function entersBacklog(event: TownEvent): boolean {
   return event.type === 'backlog.added' || (event.type === 'task.reclaimed' && event.data.to === 'backlog');
-}
-
-/**
- * A blocking connection does not re-send what a reconnect cut off
- * (`autoResendUnfulfilledCommands: false`), nor reject it: a write in flight when it closes
- * would stay pending for ever. It rejects as a connection fault instead, so `persist` sends it
- * again (every worker write is idempotent).
- */
-function unlessClosed<T>(conn: Redis, pending: Promise<T>): Promise<T> {
-  let onClose: (() => void) | undefined;
-  const closed = new Promise<never>((_, reject) => {
-    onClose = () => reject(new Error('Connection is closed with a write in flight'));
-    conn.once('close', onClose);
-  });
-  return Promise.race([pending, closed]).finally(() => conn.off('close', onClose!));
 }
 
 /** Waits `base * 2^(n-1)` ms (±20 %, at most a minute); resolves false if aborted first. */

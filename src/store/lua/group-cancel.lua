@@ -11,8 +11,7 @@ for _, tid in ipairs(redis.call('ZRANGE', key('group-tasks', ARGV[5]), 0, -1)) d
   if state and not is_terminal(state) then open[#open + 1] = tid end
 end
 local R = rare()
-for _, tid in ipairs(open) do
-  -- a dependency cancelled just before may have cancelled this one already
-  if not is_terminal(redis.call('HGET', key('task', tid), 'state')) then R.settle_task(tid, 'cancelled', ARGV[6]) end
-end
+-- one cancelled just before may have cancelled this one already, as its dependant: settle_task
+-- then changes nothing
+for _, tid in ipairs(open) do R.settle_task(tid, 'cancelled', ARGV[6]) end
 return { #open }
