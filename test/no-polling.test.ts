@@ -201,15 +201,17 @@ describe('an idle town, watched with MONITOR', () => {
 
     const counts: Record<string, number> = {};
     for (const c of commands) counts[c] = (counts[c] ?? 0) + 1;
-    // Each BLMOVE carries its start right behind it (Redis runs it when the BLMOVE returns; on a
-    // timeout it finds nothing and returns at once): part of the blocking renewal, never alone.
+    // Each BLMOVE carries its start right behind it (Redis runs it when the BLMOVE returns, a
+    // heartbeat interval later; on a timeout it finds nothing and returns at once): part of the
+    // blocking renewal, never alone.
     const allowed = new Set(['blmove', 'xread', 'script:heartbeat', 'script:sweep', 'script:start', 'set']);
     expect(Object.keys(counts).filter((c) => !allowed.has(c)), JSON.stringify(counts)).toEqual([]);
     expect(counts['script:heartbeat'] ?? 0).toBeGreaterThanOrEqual(1); // the lease is renewed
     expect(counts['script:heartbeat'] ?? 0).toBeLessThanOrEqual(3);
     // A BLMOVE blocks for a heartbeat interval (leaseMs / 3, at most 5 s): here 1 s, so 2.
     expect(counts.blmove ?? 0).toBeLessThanOrEqual(Math.ceil(2_000 / Math.min(5_000, leaseMs / 3)));
-    expect(counts['script:start'] ?? 0).toBeLessThanOrEqual(counts.blmove ?? 0);
+    // The window may open between a BLMOVE and the start queued behind it: one start more.
+    expect(counts['script:start'] ?? 0).toBeLessThanOrEqual((counts.blmove ?? 0) + 1);
     expect(counts.xread ?? 0).toBeLessThanOrEqual(1);
     expect((counts.set ?? 0) + (counts['script:sweep'] ?? 0)).toBeLessThanOrEqual(4);
     expect(commands.length).toBeLessThanOrEqual(12);
