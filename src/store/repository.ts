@@ -24,7 +24,8 @@ import { nowIso, parseIso } from '../time.js';
 import { AGENT_FIELDS, decodeAgent, decodeTask, decodeUsageTotals, toFields } from './codec.js';
 import { isClusterClient, type Connections, type RedisClient } from './connection.js';
 import { Keys, SUPERVISOR_ID, type KeyLayout } from './keys.js';
-import { defineScripts, pipelineScript, READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
+import { batchScript, flushScriptBatches } from './script-batch.js';
+import { defineScripts, isBatched, pipelineScript, READ_ONLY_SCRIPTS, runScript, runScriptAndWait, STATUS, type ScriptName, type ScriptReply } from './scripts.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -161,10 +162,12 @@ export class Repository {
   /** {@link runAt} on a given client: the command connection, or a worker's own. */
   private runOn(client: Redis, now: Date, name: ScriptName, args: (string | number)[]): Promise<ScriptReply> {
     const head = [this.keys.prefix, nowIso(now), now.getTime(), this.eventsMaxLen];
-    if (this.replication === undefined || READ_ONLY_SCRIPTS.has(name) || name === 'heartbeat') {
-      return runScript(client, name, this.keys.events, head, args);
-    }
-    return this.runReplicated(client, name, head, args, this.replication);
+    const replicated = this.replication !== undefined && !READ_ONLY_SCRIPTS.has(name) && name !== 'heartbeat';
+    // (each replicated write waits for its own WAIT: not gathered)
+    if (!replicated && isBatched(name)) return batchScript(client, name, this.keys.events, head, args);
+    flushScriptBatches(client);
+    if (!replicated) return runScript(client, name, this.keys.events, head, args);
+    return this.runReplicated(client, name, head, args, this.replication!);
   }
 
   /**

@@ -63,6 +63,45 @@ const SOURCES = {
 /** Script names as used by the repository. */
 export type ScriptName = keyof typeof SOURCES;
 
+/** The scripts callers send often enough, and independently enough, to gather into one call. */
+export const BATCHED_SCRIPTS = ['assign', 'finish'] as const satisfies readonly ScriptName[];
+
+/** A script {@link ScriptBatch} gathers calls of. */
+export type BatchedScriptName = (typeof BATCHED_SCRIPTS)[number];
+
+/**
+ * `<name>-many`: the script's body run once per item of one call, each item with its own
+ * arguments and clock, each as if sent alone (an item that raises an error answers with it, and
+ * the others still run). Items follow the common ARGV head: argument count, now (RFC 3339), now
+ * (epoch ms), then that many of the script's own arguments (its ARGV[5…]).
+ */
+function manySource(name: BatchedScriptName): string {
+  const source = SOURCES[name];
+  const [, base, version] = /^-- ([a-z-]+) v(\d+)/.exec(source)!;
+  return `-- ${base}-many v${version}: ${base}, once per item of one call (src/store/script-batch.ts).
+local function one(ARGV)
+${source}
+end
+local all, out, i = ARGV, {}, 5
+while i <= #all do
+  local n = tonumber(all[i])
+  local item = { all[1], all[i + 1], all[i + 2], all[4] }
+  for j = 1, n do item[4 + j] = all[i + 2 + j] end
+  NOW, NOW_MS = item[2], tonumber(item[3])
+  local ok, reply = pcall(one, item)
+  if not ok and type(reply) ~= 'table' then reply = { err = tostring(reply) } end
+  out[#out + 1] = reply
+  i = i + 3 + n
+end
+return out
+`;
+}
+
+const MANY_SOURCES = Object.fromEntries(BATCHED_SCRIPTS.map((name) => [name, manySource(name)])) as Record<
+  BatchedScriptName,
+  string
+>;
+
 /** Error statuses returned by scripts (see lib.lua). */
 export const STATUS = {
   AGENT_NOT_FOUND: -2,
@@ -91,6 +130,15 @@ const COMMANDS = Object.fromEntries(
   (Object.keys(SOURCES) as ScriptName[]).map((name) => [name, commandName(name, SOURCES[name])]),
 ) as Record<ScriptName, string>;
 
+const MANY_COMMANDS = Object.fromEntries(
+  BATCHED_SCRIPTS.map((name) => [name, commandName(name, MANY_SOURCES[name])]),
+) as Record<BatchedScriptName, string>;
+
+/** Whether calls of a script are gathered by {@link batchScript} (script-batch.ts). */
+export function isBatched(name: ScriptName): name is BatchedScriptName {
+  return (BATCHED_SCRIPTS as readonly ScriptName[]).includes(name);
+}
+
 type ScriptFn = (eventsKey: string, ...args: (string | number)[]) => Promise<ScriptReply>;
 
 /**
@@ -99,17 +147,20 @@ type ScriptFn = (eventsKey: string, ...args: (string | number)[]) => Promise<Scr
  * ioredis runs them by EVALSHA, loading on NOSCRIPT.
  */
 export function defineScripts(client: Redis, names: readonly ScriptName[] = Object.keys(SOURCES) as ScriptName[]): void {
+  const define = (command: string, source: string): void => {
+    if (typeof (client as unknown as Record<string, unknown>)[command] === 'function') return;
+    client.defineCommand(command, { numberOfKeys: 1, lua: `${lib}\n${source}` });
+  };
   for (const name of names) {
-    const command = COMMANDS[name];
-    if (typeof (client as unknown as Record<string, unknown>)[command] === 'function') continue;
-    client.defineCommand(command, { numberOfKeys: 1, lua: `${lib}\n${SOURCES[name]}` });
+    define(COMMANDS[name], SOURCES[name]);
+    if (isBatched(name)) define(MANY_COMMANDS[name], MANY_SOURCES[name]);
   }
 }
 
 /** Loads every script into the server's cache now, so the first real call is a plain EVALSHA. */
 export async function preloadScripts(client: Redis): Promise<void> {
   await Promise.all(
-    (Object.keys(SOURCES) as ScriptName[]).map((name) => client.script('LOAD', `${lib}\n${SOURCES[name]}`)),
+    [...Object.values(SOURCES), ...Object.values(MANY_SOURCES)].map((source) => client.script('LOAD', `${lib}\n${source}`)),
   );
 }
 
@@ -122,6 +173,25 @@ export function runScript(
   args: readonly (string | number)[],
 ): Promise<ScriptReply> {
   return scriptFn(client, name).call(client, eventsKey, ...head, ...args);
+}
+
+/**
+ * Runs `<name>-many` (see `manySource`): `items` as one call, one reply per item, each either
+ * the script's reply or the error that item raised.
+ */
+export function runScriptMany(
+  client: Redis,
+  name: BatchedScriptName,
+  eventsKey: string,
+  items: readonly { head: readonly (string | number)[]; args: readonly (string | number)[] }[],
+): Promise<(ScriptReply | Error)[]> {
+  const argv: (string | number)[] = [...items[0]!.head];
+  for (const { head, args } of items) argv.push(args.length, head[1]!, head[2]!, ...args);
+  const fn = (client as unknown as Record<string, (...a: (string | number)[]) => Promise<(ScriptReply | Error)[]>>)[
+    MANY_COMMANDS[name]
+  ];
+  if (fn === undefined) throw new Error(`script ${name}-many is not defined on this client`);
+  return fn.call(client, eventsKey, ...argv);
 }
 
 /** Queues a script on a pipeline, with the common ARGV head, as {@link runScript} sends it. */
