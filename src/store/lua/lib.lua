@@ -73,10 +73,16 @@ local function is_terminal(state)
   return state == 'completed' or state == 'failed' or state == 'cancelled'
 end
 
--- Our dotted event type → the Rust Tinytown's snake_case event_type.
+-- Our dotted event type → the Rust Tinytown's snake_case event_type (remembered: a gsub costs
+-- as much as a command, and one call emits the same few types over and over).
+local WIRE = { ['agent.state'] = 'agent_state_changed' }
 local function wire_type(t)
-  if t == 'agent.state' then return 'agent_state_changed' end
-  return (string.gsub(t, '%.', '_'))
+  local wire = WIRE[t]
+  if not wire then
+    wire = (string.gsub(t, '%.', '_'))
+    WIRE[t] = wire
+  end
+  return wire
 end
 
 -- A JSON string as serde_json writes it: cjson escapes `/` as `\/` (valid JSON, other bytes).
@@ -178,10 +184,14 @@ local function set_agent_state(aid, to, why, force)
   if to == 'stopped' then emit({ type = 'agent.stopped', agent_id = aid, message = why or 'agent stopped', force = force }) end
 end
 
-local RANK = { low = 0, normal = 1, high = 2, urgent = 3 }
-
+-- Plain finds, not a pattern match (a seventh of the cost, and two per assign): inside a JSON
+-- string a quote is escaped, so `"priority":"` occurs only as the key itself.
 local function rank_of(raw)
-  return RANK[string.match(raw, '"priority":"(%a+)"') or 'normal'] or 1
+  if string.find(raw, '"priority":"normal"', 1, true) then return 1 end
+  if string.find(raw, '"priority":"high"', 1, true) then return 2 end
+  if string.find(raw, '"priority":"urgent"', 1, true) then return 3 end
+  if string.find(raw, '"priority":"low"', 1, true) then return 0 end
+  return 1
 end
 
 -- Queues an inbox entry behind everything of its priority or higher and ahead of anything
