@@ -73,7 +73,8 @@ export type BatchedScriptName = (typeof BATCHED_SCRIPTS)[number];
  * `<name>-many`: the script's body run once per item of one call, each item with its own
  * arguments and clock, each as if sent alone (an item that raises an error answers with it, and
  * the others still run). Items follow the common ARGV head: argument count, now (RFC 3339), now
- * (epoch ms), then that many of the script's own arguments (its ARGV[5…]).
+ * (epoch ms), then that many of the script's own arguments (its ARGV[5…]). The per-state task
+ * counters are summed over the items and written once at the end (`counts_due` in lib.lua).
  */
 function manySource(name: BatchedScriptName): string {
   const source = SOURCES[name];
@@ -83,6 +84,7 @@ local function one(ARGV)
 ${source}
 end
 local all, out, i = ARGV, {}, 5
+counts_due = {}
 while i <= #all do
   local n = tonumber(all[i])
   local item = { all[1], all[i + 1], all[i + 2], all[4] }
@@ -92,6 +94,9 @@ while i <= #all do
   if not ok and type(reply) ~= 'table' then reply = { err = tostring(reply) } end
   out[#out + 1] = reply
   i = i + 3 + n
+end
+for state, delta in pairs(counts_due) do
+  if delta ~= 0 then redis.call('HINCRBY', key('counts'), state, delta) end
 end
 return out
 `;

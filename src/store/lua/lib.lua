@@ -160,11 +160,24 @@ local function task_ended(tid, state, group, dependants)
   return coord().task_ended(tid, state, group, dependants)
 end
 
+-- Changes of the per-state task counters. Inside a `-many` call (scripts.ts) they are summed
+-- here and written once at its end: its finishes would otherwise write running −1 and +1, and
+-- completed +1, once per item.
+local counts_due
+
+local function count(state, delta)
+  if counts_due then
+    counts_due[state] = (counts_due[state] or 0) + delta
+  else
+    redis.call('HINCRBY', key('counts'), state, delta)
+  end
+end
+
 -- Moves a task between states, keeping the per-state counters and the retention index right.
 -- `...`: more field/value pairs for the task, written in the same HSET (each call costs).
 local function set_task_state(tkey, tid, from, to, ...)
-  if from then redis.call('HINCRBY', key('counts'), from, -1) end
-  redis.call('HINCRBY', key('counts'), to, 1)
+  if from then count(from, -1) end
+  count(to, 1)
   if is_terminal(to) then
     redis.call('HSET', tkey, 'state', to, 'updated_at', NOW, 'completed_at', NOW, ...)
     redis.call('ZADD', key('idx:done'), NOW_MS, tid)
