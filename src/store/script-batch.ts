@@ -49,12 +49,20 @@ class ScriptBatch {
   }
 
   private send(items: Item[]): void {
-    if (items.length === 1) {
-      const [item] = items as [Item];
-      runScript(this.client, this.name, this.eventsKey, item.head, item.args).then(item.resolve, item.reject);
+    let sent: Promise<(ScriptReply | Error)[]>;
+    try {
+      if (items.length === 1) {
+        const [item] = items as [Item];
+        runScript(this.client, this.name, this.eventsKey, item.head, item.args).then(item.resolve, item.reject);
+        return;
+      }
+      sent = runScriptMany(this.client, this.name, this.eventsKey, items);
+    } catch (err) {
+      // (a script not defined on the client throws at once: its callers get it, not the microtask queue)
+      for (const item of items) item.reject(err);
       return;
     }
-    runScriptMany(this.client, this.name, this.eventsKey, items).then(
+    sent.then(
       (replies) =>
         items.forEach((item, i) => {
           const reply = replies[i];

@@ -66,7 +66,7 @@ export type ScriptName = keyof typeof SOURCES;
 /** The scripts callers send often enough, and independently enough, to gather into one call. */
 export const BATCHED_SCRIPTS = ['assign', 'finish'] as const satisfies readonly ScriptName[];
 
-/** A script {@link ScriptBatch} gathers calls of. */
+/** A script whose calls script-batch.ts gathers. */
 export type BatchedScriptName = (typeof BATCHED_SCRIPTS)[number];
 
 /**
