@@ -505,6 +505,7 @@ export class Town implements AsyncDisposable {
         closing: this.closing.signal,
         what: `task ${id} to end`,
         relevant: (event) => event.taskId === id && ENDS_TASK.has(event.type),
+        types: [...ENDS_TASK],
         check: async () => {
           const task = await this.repo.getTask(id);
           return TERMINAL_STATES.has(task.state) ? task : undefined;
@@ -924,6 +925,7 @@ export class Town implements AsyncDisposable {
         relevant: (event) => event.agentId === agentId && MAY_IDLE_AGENT.has(event.type),
         // Its next task started: not idle until that one ends, which is itself an event.
         busy: (event) => event.type === 'task.started' && event.agentId === agentId,
+        types: [...MAY_IDLE_AGENT, 'task.started'],
         check: async () => {
           const probe = await this.repo.idleProbe(agentId);
           if (probe.state === '') throw new AgentNotFoundError(`Agent ${name} was removed while waiting for it.`);

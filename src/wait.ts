@@ -7,7 +7,7 @@
 import { AbortedError, InvalidArgumentError, TimeoutError } from './errors.js';
 import type { EventReader } from './events/reader.js';
 import { isConnectionFault } from './store/connection.js';
-import type { TownEvent } from './events/types.js';
+import type { TownEvent, TownEventType } from './events/types.js';
 
 /**
  * Options of every wait (`waitForIdle`, `agent.waitForIdle`, `town.waitForTask`).
@@ -46,6 +46,8 @@ export interface WaitSpec<T> {
    * agent's events alone (with many waits, each event reaches one instead of all).
    */
   agentId?: string;
+  /** Every event type `relevant` and `busy` accept: the reader need not parse the others for it. */
+  types?: readonly TownEventType[];
   /** For messages: "agent backend to be idle". */
   what: string;
   /** Aborted when the town closes. */
@@ -155,6 +157,7 @@ export async function waitUntil<T>(spec: WaitSpec<T>, options: WaitOptions = {})
               }
             },
         spec.agentId,
+        spec.types,
       );
       void recheck();
     };

@@ -7,7 +7,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Connections } from '../store/connection.js';
-import { parseEvent, type TownEvent } from './types.js';
+import { parseEvent, wireTypeOf, wireTypesOf, type TownEvent, type TownEventType } from './types.js';
 
 /** How long one XREAD blocks; the watchdog allows this plus a grace period. */
 const BLOCK_MS = 5_000;
@@ -15,10 +15,23 @@ const WATCHDOG_GRACE_MS = 3_000;
 
 type Listener = (event: TownEvent) => void;
 
+/** A listener and, when it named them, the only event types it is handed. */
+interface Subscription {
+  listener: Listener;
+  types: ReadonlySet<TownEventType> | undefined;
+}
+
 export class EventReader {
-  private readonly listeners = new Set<Listener>();
+  private readonly listeners = new Set<Subscription>();
   /** Listeners for one agent's events only: a town with many workers hands each event to one. */
-  private readonly byAgent = new Map<string, Set<Listener>>();
+  private readonly byAgent = new Map<string, Set<Subscription>>();
+  /**
+   * Listeners that want every type, and how many want each `event_type` otherwise: an entry no
+   * listener wants is not parsed at all (a worker wants three types of the five or so a task
+   * appends).
+   */
+  private allTypes = 0;
+  private readonly wanted = new Map<string, number>();
   private position: string | undefined;
   private starting: Promise<string> | undefined;
   private conn: Redis | undefined;
@@ -46,18 +59,30 @@ export class EventReader {
     return this.position ?? initial;
   }
 
-  /** Registers a listener synchronously; returns its removal. */
-  subscribe(listener: Listener, agentId?: string): () => void {
-    if (agentId === undefined) {
-      this.listeners.add(listener);
-      return () => this.listeners.delete(listener);
+  /**
+   * Registers a listener synchronously; returns its removal. With `agentId`, it is handed only
+   * events naming that agent; with `types`, only events of those types.
+   */
+  subscribe(listener: Listener, agentId?: string, types?: readonly TownEventType[]): () => void {
+    const subscription: Subscription = { listener, types: types && new Set(types) };
+    const wires = types && wireTypesOf(types);
+    if (wires === undefined) this.allTypes++;
+    else for (const wire of wires) this.wanted.set(wire, (this.wanted.get(wire) ?? 0) + 1);
+    let set = this.listeners;
+    if (agentId !== undefined) {
+      set = this.byAgent.get(agentId) ?? new Set();
+      this.byAgent.set(agentId, set);
     }
-    let set = this.byAgent.get(agentId);
-    if (set === undefined) this.byAgent.set(agentId, (set = new Set()));
-    set.add(listener);
+    set.add(subscription);
     return () => {
-      set.delete(listener);
-      if (set.size === 0 && this.byAgent.get(agentId) === set) this.byAgent.delete(agentId);
+      if (!set.delete(subscription)) return;
+      if (agentId !== undefined && set.size === 0 && this.byAgent.get(agentId) === set) this.byAgent.delete(agentId);
+      if (wires === undefined) this.allTypes--;
+      else for (const wire of wires) {
+        const left = this.wanted.get(wire)! - 1;
+        if (left === 0) this.wanted.delete(wire);
+        else this.wanted.set(wire, left);
+      }
     };
   }
 
@@ -78,6 +103,8 @@ export class EventReader {
     this.stopped = true;
     this.listeners.clear();
     this.byAgent.clear();
+    this.allTypes = 0;
+    this.wanted.clear();
     if (this.conn) this.connections.dropBlocking(this.conn);
   }
 
@@ -108,6 +135,10 @@ export class EventReader {
 
   private deliver(id: string, fields: string[]): void {
     this.position = id;
+    if (this.allTypes === 0) {
+      const wire = wireTypeOf(fields);
+      if (wire !== undefined && !this.wanted.has(wire)) return;
+    }
     const event = parseEvent(id, fields);
     if (event === undefined) return;
     this.notify(this.listeners, event);
@@ -115,8 +146,9 @@ export class EventReader {
     if (own !== undefined) this.notify(own, event);
   }
 
-  private notify(listeners: Set<Listener>, event: TownEvent): void {
-    for (const listener of listeners) {
+  private notify(subscriptions: Set<Subscription>, event: TownEvent): void {
+    for (const { listener, types } of subscriptions) {
+      if (types !== undefined && !types.has(event.type)) continue;
       try {
         listener(event);
       } catch (err) {

@@ -131,6 +131,21 @@ const WIRE_TO_TYPE: Record<string, TownEventType> = {
 };
 
 /**
+ * The stream's `event_type` values that parse to one of `types` (ours, and the Rust CLI's
+ * aliases: `agent_interrupted` is an `agent.state` too).
+ */
+export function wireTypesOf(types: Iterable<TownEventType>): string[] {
+  const wanted = new Set(types);
+  return Object.keys(WIRE_TO_TYPE).filter((wire) => wanted.has(WIRE_TO_TYPE[wire]!));
+}
+
+/** A stream entry's `event_type` field, read without parsing its payload. */
+export function wireTypeOf(fields: readonly string[]): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'event_type') return fields[i + 1];
+  return undefined;
+}
+
+/**
  * Parses one stream entry (`event_type`, `data`); `undefined` for entries this version does not
  * know (written by a newer version or another tool), which readers skip.
  */

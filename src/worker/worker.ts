@@ -12,7 +12,7 @@ import pRetry from 'p-retry';
 import type { Agent } from '../agent.js';
 import { WorkerActiveError } from '../errors.js';
 import { waitForReady, withWatchdog, type EventReader } from '../events/reader.js';
-import { compareIds, type TownEvent } from '../events/types.js';
+import { compareIds, type TownEvent, type TownEventType } from '../events/types.js';
 import { isConnectionFault, type Connections } from '../store/connection.js';
 import type { Repository, StartResult } from '../store/repository.js';
 import type { TaskRecord } from '../task.js';
@@ -148,12 +148,16 @@ export class Worker {
   async start(): Promise<void> {
     const { repo, reader, connections, agent } = this.deps;
     await reader.ensureStarted();
-    const own = reader.subscribe((event) => this.onEvent(event), agent.id);
+    const own = reader.subscribe((event) => this.onEvent(event), agent.id, OWN_EVENTS);
     // Backlog arrivals name no agent: only a claiming worker listens to every event.
     const all = this.settings.claimBacklog
-      ? reader.subscribe((event) => {
-          if (entersBacklog(event)) this.onEvent(event);
-        })
+      ? reader.subscribe(
+          (event) => {
+            if (entersBacklog(event)) this.onEvent(event);
+          },
+          undefined,
+          BACKLOG_EVENTS,
+        )
       : undefined;
     this.unsubscribe = () => {
       own();
@@ -522,6 +526,12 @@ export class Worker {
  * has no other (`task.reclaimed` to the backlog, e.g. a host cut off): another host's agent
  * that takes backlog work picks it up at once.
  */
+/** The events of its agent a worker acts on (see `onEvent`); the reader parses no others for it. */
+const OWN_EVENTS: readonly TownEventType[] = ['task.cancelled', 'agent.removed', 'agent.state'];
+
+/** The events that may put work in the backlog. */
+const BACKLOG_EVENTS: readonly TownEventType[] = ['backlog.added', 'task.reclaimed'];
+
 function entersBacklog(event: TownEvent): boolean {
   return event.type === 'backlog.added' || (event.type === 'task.reclaimed' && event.data.to === 'backlog');
 }
