@@ -50,29 +50,38 @@ export type Executor = (task: TaskRecord, context: RunContext) => Promise<RunOut
 /** Wraps an in-process handler: its value is the result, its rejection the error. */
 export function handlerExecutor(run: TaskHandler): Executor {
   return async (task, context) => {
-    const { notes, logFile, timeoutMs, taskEnv: _env, budgetUsd: _budget, fence: _fence, ...rest } = context;
+    const { logFile, timeoutMs } = context;
     // The worker's signal serves as is; a timeout needs a signal of its own that also follows it.
     const signal = timeoutMs === undefined ? context.signal : AbortSignal.any([context.signal, AbortSignal.timeout(timeoutMs)]);
-    const log = (line: string): void => {
-      mkdirSync(dirname(logFile), { recursive: true });
-      appendFileSync(logFile, `${line}\n`);
-    };
     let usage: TaskUsage | undefined;
-    const reportUsage = (more: TaskUsage): void => {
-      usage = addUsage(usage, more);
+    // Built field by field: what the handler gets is the TaskContext, nothing of the worker's own.
+    const ctx: TaskContext = {
+      signal,
+      agent: context.agent,
+      town: context.town,
+      messages: context.notes,
+      attempt: context.attempt,
+      log: (line) => {
+        mkdirSync(dirname(logFile), { recursive: true });
+        appendFileSync(logFile, `${line}\n`);
+      },
+      reportUsage: (more) => {
+        usage = addUsage(usage, more);
+      },
     };
     let onAbort: (() => void) | undefined;
     try {
-      const returned = run(task, { ...rest, signal, messages: notes, log, reportUsage });
+      const returned = run(task, ctx);
       // A value returned at once needs no race (it would win even against a fired signal).
       if (!isThenable(returned)) return { ok: true, text: stringify(returned), usage };
-      // A handler that ignores its signal still ends its task when the signal fires.
-      const aborted = new Promise<never>((_, reject) => {
+      // A handler that ignores its signal still ends its task when the signal fires: one promise
+      // settled by whichever comes first (Promise.race would add two more per task).
+      const value = await new Promise<unknown>((resolve, reject) => {
         onAbort = () => reject(abortReason(signal, timeoutMs));
         if (signal.aborted) onAbort();
         else signal.addEventListener('abort', onAbort, { once: true });
+        returned.then(resolve, reject);
       });
-      const value = await Promise.race([returned, aborted]);
       return { ok: true, text: stringify(value), usage };
     } catch (thrown) {
       // A handler that rejects with its signal's reason failed because of the abort: say why.
