@@ -19,7 +19,7 @@ import {
   type RestartableRedis,
   type WorkerProcessOptions,
 } from './helpers/faults.js';
-import { eventually, procState, sleep } from './helpers/kit.js';
+import { eventually, procState, sleep, watchCommands } from './helpers/kit.js';
 import { tempDir, track, uniqueName } from './helpers/town.js';
 
 const WAIT = { timeoutMs: 20_000 };
@@ -215,8 +215,7 @@ describe('the sweeper', () => {
     clients.push(monitor);
     const key = `${prefixOf(towns[0]!)}events`;
     let sweeps = 0;
-    const m = await monitor.monitor();
-    m.on('monitor', (_time: string, args: string[]) => {
+    const m = await watchCommands(monitor, (_time, args) => {
       if (args[3] !== key) return;
       // A script's first call on a connection is an EVAL of its source, then EVALSHA.
       const name = args[0]?.toLowerCase();
@@ -226,7 +225,7 @@ describe('the sweeper', () => {
     sweeps = 0;
     const windowMs = 2_000;
     await sleep(windowMs); // counting what happens in a window of time: nothing to wait for
-    m.disconnect();
+    m.stop();
     const interval = leaseMs / 2;
     // At most one per interval (a lock taken just before the window may let one more through);
     // unguarded, these seven processes would run about 7 × 10. And sweeps do run.

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { rawRedis, sleep } from './helpers/kit.js';
+import { rawRedis, sleep, watchCommands } from './helpers/kit.js';
 import { openTown } from './helpers/town.js';
 
 const SRC = fileURLToPath(new URL('../src', import.meta.url));
@@ -183,8 +183,7 @@ describe('an idle town, watched with MONITOR', () => {
     ]);
 
     const commands: string[] = [];
-    const monitor = await rawRedis().monitor();
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    const monitor = await watchCommands(rawRedis(), (_time, args, source) => {
       if (source.includes('lua')) return; // commands run inside scripts
       if (!args.some((a) => a.includes(town.name))) return; // other towns, other test files
       const name = args[0]!.toLowerCase();
@@ -197,7 +196,7 @@ describe('an idle town, watched with MONITOR', () => {
     await sleep(100); // monitor attached
     commands.length = 0;
     await sleep(2_000);
-    monitor.disconnect();
+    monitor.stop();
 
     const counts: Record<string, number> = {};
     for (const c of commands) counts[c] = (counts[c] ?? 0) + 1;

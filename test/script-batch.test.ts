@@ -6,14 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import { AgentNotFoundError, type Town } from '../src/index.js';
 import type { Repository } from '../src/store/repository.js';
-import { prefixOf, rawRedis, sleep } from './helpers/kit.js';
+import { prefixOf, rawRedis, sleep, watchCommands } from './helpers/kit.js';
 import { openTown } from './helpers/town.js';
 
 /** Script calls (EVAL/EVALSHA, not commands inside scripts) of the town with an argument `carries`, while `fn` runs. */
 async function scriptCalls(town: Town, carries: RegExp, fn: () => Promise<unknown>): Promise<number> {
   let calls = 0;
-  const monitor = await rawRedis().monitor();
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+  const monitor = await watchCommands(rawRedis(), (_time, args, source) => {
     if (source.includes('lua') || !args.some((a) => a.includes(town.name))) return;
     if (/^eval(sha)?$/i.test(args[0]!) && args.some((a) => carries.test(a))) calls++;
   });
@@ -22,7 +21,7 @@ async function scriptCalls(town: Town, carries: RegExp, fn: () => Promise<unknow
     await fn();
     await sleep(100); // the last lines reach the monitor
   } finally {
-    monitor.disconnect();
+    monitor.stop();
   }
   return calls;
 }

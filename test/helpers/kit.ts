@@ -24,6 +24,22 @@ export function rawRedis(): Redis {
   return client;
 }
 
+/** A command Redis ran, as MONITOR reports it: its arguments and who sent it (`lua` inside scripts). */
+export type MonitorLine = (time: string, args: string[], source: string) => void;
+
+/**
+ * Watches every command on `client`'s server through MONITOR on a connection of its own until
+ * `stop()`. Lines still in the socket when it disconnects reach ioredis after it left monitoring
+ * mode, which then finds no command for them and emits "Command queue state error": expected
+ * there, so an observer's error never fails the test (an unhandled 'error' event would).
+ */
+export async function watchCommands(client: Redis, onLine: MonitorLine): Promise<{ stop(): void }> {
+  const monitor = await client.monitor();
+  monitor.on('error', () => undefined);
+  monitor.on('monitor', onLine);
+  return { stop: () => monitor.disconnect() };
+}
+
 /** The key prefix of a town in the default layout. */
 export function prefixOf(town: Town): string {
   return `tt:{${town.name}}:`;
