@@ -92,6 +92,9 @@ const MAY_IDLE_AGENT: ReadonlySet<TownEventType> = new Set([
   'message.discarded',
 ]);
 
+/** What an idle wait reads: the events above, and `task.started` (busy again, see its `busy`). */
+const IDLE_WAIT_EVENTS: ReadonlySet<TownEventType> = new Set([...MAY_IDLE_AGENT, 'task.started']);
+
 /** `durability: 'replicated'`: how long a write waits for its replicas by default. */
 const DEFAULT_REPLICA_TIMEOUT_MS = 1_000;
 
@@ -505,7 +508,7 @@ export class Town implements AsyncDisposable {
         closing: this.closing.signal,
         what: `task ${id} to end`,
         relevant: (event) => event.taskId === id && ENDS_TASK.has(event.type),
-        types: [...ENDS_TASK],
+        types: ENDS_TASK,
         check: async () => {
           const task = await this.repo.getTask(id);
           return TERMINAL_STATES.has(task.state) ? task : undefined;
@@ -925,7 +928,7 @@ export class Town implements AsyncDisposable {
         relevant: (event) => event.agentId === agentId && MAY_IDLE_AGENT.has(event.type),
         // Its next task started: not idle until that one ends, which is itself an event.
         busy: (event) => event.type === 'task.started' && event.agentId === agentId,
-        types: [...MAY_IDLE_AGENT, 'task.started'],
+        types: IDLE_WAIT_EVENTS,
         check: async () => {
           const probe = await this.repo.idleProbe(agentId);
           if (probe.state === '') throw new AgentNotFoundError(`Agent ${name} was removed while waiting for it.`);

@@ -47,7 +47,7 @@ export interface WaitSpec<T> {
    */
   agentId?: string;
   /** Every event type `relevant` and `busy` accept: the reader need not parse the others for it. */
-  types?: readonly TownEventType[];
+  types?: Iterable<TownEventType>;
   /** For messages: "agent backend to be idle". */
   what: string;
   /** Aborted when the town closes. */

@@ -63,9 +63,10 @@ export class EventReader {
    * Registers a listener synchronously; returns its removal. With `agentId`, it is handed only
    * events naming that agent; with `types`, only events of those types.
    */
-  subscribe(listener: Listener, agentId?: string, types?: readonly TownEventType[]): () => void {
-    const subscription: Subscription = { listener, types: types && new Set(types) };
-    const wires = types && wireTypesOf(types);
+  subscribe(listener: Listener, agentId?: string, types?: Iterable<TownEventType>): () => void {
+    const typeSet = types && new Set(types);
+    const subscription: Subscription = { listener, types: typeSet };
+    const wires = typeSet && wireTypesOf(typeSet);
     if (wires === undefined) this.allTypes++;
     else for (const wire of wires) this.wanted.set(wire, (this.wanted.get(wire) ?? 0) + 1);
     let set = this.listeners;

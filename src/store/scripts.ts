@@ -69,6 +69,13 @@ export const BATCHED_SCRIPTS = ['assign', 'finish'] as const satisfies readonly 
 /** A script whose calls script-batch.ts gathers. */
 export type BatchedScriptName = (typeof BATCHED_SCRIPTS)[number];
 
+/** A script's header line, `-- <name> v<version>:`, read. */
+function header(source: string): { base: string; version: string } {
+  const match = /^-- ([a-z-]+) v(\d+)/.exec(source);
+  if (!match) throw new Error(`Lua script lacks its "-- <name> v<version>:" header: ${source.slice(0, 60)}`);
+  return { base: match[1]!, version: match[2]! };
+}
+
 /**
  * `<name>-many`: the script's body run once per item of one call, each item with its own
  * arguments and clock, each as if sent alone (an item that raises an error answers with it, and
@@ -78,7 +85,7 @@ export type BatchedScriptName = (typeof BATCHED_SCRIPTS)[number];
  */
 function manySource(name: BatchedScriptName): string {
   const source = SOURCES[name];
-  const [, base, version] = /^-- ([a-z-]+) v(\d+)/.exec(source)!;
+  const { base, version } = header(source);
   return `-- ${base}-many v${version}: ${base}, once per item of one call (src/store/script-batch.ts).
 local function one(ARGV)
 ${source}
@@ -125,26 +132,23 @@ export const STATUS = {
 /** A script reply: status first, then script-specific values. */
 export type ScriptReply = [number, ...unknown[]];
 
-function commandName(name: ScriptName, source: string): string {
-  const header = /^-- ([a-z-]+) v(\d+)/.exec(source);
-  if (!header) throw new Error(`Lua script ${name} lacks its "-- <name> v<version>:" header`);
-  return `tt_${header[1]!.replace(/-/g, '_')}_v${header[2]}`;
+function commandName(source: string): string {
+  const { base, version } = header(source);
+  return `tt_${base.replace(/-/g, '_')}_v${version}`;
 }
 
 const COMMANDS = Object.fromEntries(
-  (Object.keys(SOURCES) as ScriptName[]).map((name) => [name, commandName(name, SOURCES[name])]),
+  (Object.keys(SOURCES) as ScriptName[]).map((name) => [name, commandName(SOURCES[name])]),
 ) as Record<ScriptName, string>;
 
 const MANY_COMMANDS = Object.fromEntries(
-  BATCHED_SCRIPTS.map((name) => [name, commandName(name, MANY_SOURCES[name])]),
+  BATCHED_SCRIPTS.map((name) => [name, commandName(MANY_SOURCES[name])]),
 ) as Record<BatchedScriptName, string>;
 
 /** Whether calls of a script are gathered by {@link batchScript} (script-batch.ts). */
 export function isBatched(name: ScriptName): name is BatchedScriptName {
   return (BATCHED_SCRIPTS as readonly ScriptName[]).includes(name);
 }
-
-type ScriptFn = (eventsKey: string, ...args: (string | number)[]) => Promise<ScriptReply>;
 
 /**
  * Registers scripts on a client (idempotent): every one, or only `names` (a worker's own
@@ -177,7 +181,7 @@ export function runScript(
   head: readonly (string | number)[],
   args: readonly (string | number)[],
 ): Promise<ScriptReply> {
-  return scriptFn(client, name).call(client, eventsKey, ...head, ...args);
+  return definedCommand(client, COMMANDS[name]).call(client, eventsKey, ...head, ...args);
 }
 
 /**
@@ -192,11 +196,7 @@ export function runScriptMany(
 ): Promise<(ScriptReply | Error)[]> {
   const argv: (string | number)[] = [...items[0]!.head];
   for (const { head, args } of items) argv.push(args.length, head[1]!, head[2]!, ...args);
-  const fn = (client as unknown as Record<string, (...a: (string | number)[]) => Promise<(ScriptReply | Error)[]>>)[
-    MANY_COMMANDS[name]
-  ];
-  if (fn === undefined) throw new Error(`script ${name}-many is not defined on this client`);
-  return fn.call(client, eventsKey, ...argv);
+  return definedCommand<(ScriptReply | Error)[]>(client, MANY_COMMANDS[name]).call(client, eventsKey, ...argv);
 }
 
 /** Queues a script on a pipeline, with the common ARGV head, as {@link runScript} sends it. */
@@ -207,13 +207,16 @@ export function pipelineScript(
   head: readonly (string | number)[],
   args: readonly (string | number)[],
 ): void {
-  void scriptFn(pipeline, name).call(pipeline, eventsKey, ...head, ...args);
+  void definedCommand(pipeline, COMMANDS[name]).call(pipeline, eventsKey, ...head, ...args);
 }
 
-/** The method `defineScripts` gave a client (or a pipeline of it) for a script. */
-function scriptFn(target: Redis | ChainableCommander, name: ScriptName): ScriptFn {
-  const fn = (target as unknown as Record<string, ScriptFn>)[COMMANDS[name]];
-  if (fn === undefined) throw new Error(`script ${name} is not defined on this client`);
+/** The method `defineScripts` gave a client (or a pipeline of it) for `command`: a script's or its `-many` form's. */
+function definedCommand<R = ScriptReply>(
+  target: Redis | ChainableCommander,
+  command: string,
+): (eventsKey: string, ...args: (string | number)[]) => Promise<R> {
+  const fn = (target as unknown as Record<string, (eventsKey: string, ...args: (string | number)[]) => Promise<R>>)[command];
+  if (fn === undefined) throw new Error(`script ${command} is not defined on this client`);
   return fn;
 }
 
